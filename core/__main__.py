@@ -1,0 +1,5 @@
+"""``python -m deblurstack`` runs the CLI (this is also what torchrun launches)."""
+
+from deblurstack.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Reading weights safely and writing files atomically.
+
+Checkpoints are always read with ``torch.load(..., weights_only=True)``: a file that needs code
+execution to unpickle is refused. Writes go to a temporary file in the same folder, then
+``os.replace``, so an interrupted save never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from deblurstack.errors import CheckpointError
+
+#: keys under which BasicSR-style (NAFNet, Restormer: ``params``/``params_ema``), MIMO-UNet
+#: (``model``) and generic (``state_dict``) checkpoints keep their weights, in order of preference.
+STATE_DICT_KEYS = ("params", "params_ema", "model", "state_dict")
+_SHOWN = 3
+
+
+def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
+    """The state dict stored in ``path`` (under ``key``, or the first of ``STATE_DICT_KEYS``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = " ".join(str(error).split())[:200]
+        raise CheckpointError(f"{path}: refused to load: it needs code execution to unpickle (weights_only=True): {reason}") from None
+    except Exception as error:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint: {type(error).__name__}: {error}") from None
+    if not isinstance(loaded, Mapping):
+        raise CheckpointError(f"{path}: expected a mapping of weights, found {type(loaded).__name__}")
+    if key is not None:
+        if key not in loaded:
+            raise CheckpointError(f"{path}: no key {key!r} (keys: {', '.join(map(str, loaded))})")
+        loaded = loaded[key]
+    elif not all(isinstance(v, Tensor) for v in loaded.values()):
+        found = next((k for k in STATE_DICT_KEYS if isinstance(loaded.get(k), Mapping)), None)
+        if found is None:
+            raise CheckpointError(f"{path}: no state dict under {', '.join(STATE_DICT_KEYS)} (keys: {', '.join(map(str, loaded))})")
+        loaded = loaded[found]
+    return dict(loaded)
+
+
+def load_weights(module: nn.Module, path: str | Path, *, key: str | None = None, strict: bool = True) -> None:
+    """Load a checkpoint into ``module``, naming the first mismatched keys and shapes on failure.
+
+    A module may define ``remap_state_dict(state_dict) -> state_dict`` to accept official
+    checkpoints whose parameter names differ from its own.
+    """
+    state = read_state_dict(path, key)
+    remap = getattr(module, "remap_state_dict", None)
+    if callable(remap):
+        state = remap(state)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} in the file vs {tuple(own[k].shape)} in the model"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if mismatched:
+        problems.append(f"shape mismatch: {_some(mismatched)}")
+    if strict and missing:
+        problems.append(f"missing keys: {_some(missing)}")
+    if strict and unexpected:
+        problems.append(f"unexpected keys: {_some(unexpected)}")
+    if problems:
+        raise CheckpointError(f"{path} does not fit {type(module).__name__}: {'; '.join(problems)}")
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=strict)
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _some(items: list[str]) -> str:
+    more = f" (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
+    return ", ".join(items[:_SHOWN]) + more

@@ -1,0 +1,205 @@
+"""The ``deblurstack`` command line (argparse).
+
+Usage and configuration errors print one line per problem on stderr and exit with status 2;
+``--debug`` shows the traceback instead. Listing commands import no model code (and no torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Any, Sequence
+
+from deblurstack.errors import DeblurstackError, PluginError, PluginWarning, did_you_mean
+from deblurstack.records import KINDS
+
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + error
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("--block", action="append", metavar="PLUGIN", default=argparse.SUPPRESS,
+                        help="do not load this plugin (repeatable; also DEBLURSTACK_BLOCK_PLUGINS=a,b)")
+
+    parser = _Parser(prog="deblurstack", description="Compose deblurring stacks from plugins.", parents=[common])
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    plugins = groups.add_parser("plugins", help="installed plugins").add_subparsers(dest="command", metavar="ACTION", required=True)
+    plugins.add_parser("list", parents=[common], help="plugins with distribution, version, hooks and components")
+
+    components = groups.add_parser("components", help="registered components").add_subparsers(dest="command", metavar="ACTION", required=True)
+    listing = components.add_parser("list", parents=[common], help="components, optionally filtered")
+    listing.add_argument("pattern", nargs="?", help="shell-style pattern on names and name.preset, e.g. 'u*'")
+    listing.add_argument("--kind", choices=list(KINDS), help="only this kind")
+    show = components.add_parser("show", parents=[common], help="parameters, presets and capabilities of a component")
+    show.add_argument("name", help="component name, or name.preset")
+    show.add_argument("--kind", choices=list(KINDS), help="when the name exists in several kinds")
+
+    config = groups.add_parser("config", help="configuration files").add_subparsers(dest="command", metavar="ACTION", required=True)
+    check = config.add_parser("check", parents=[common], help="print the resolved config, or its errors")
+    check.add_argument("file", help="YAML config file")
+    check.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stack.backbone.width=16")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    previous_showwarning = warnings.showwarning
+    warnings.showwarning = _show_plugin_warning(previous_showwarning)
+    try:
+        if getattr(args, "block", None):
+            from deblurstack.registry import create_plugin_manager, set_plugin_manager
+
+            set_plugin_manager(create_plugin_manager(blocked=args.block))
+        handler = COMMANDS[(args.group, args.command)]
+        return handler(args) or 0
+    except DeblurstackError as error:
+        if debug:
+            raise
+        problems = getattr(error, "problems", None) or [str(error)]
+        for problem in problems:
+            print(f"deblurstack: error: {problem}", file=sys.stderr)
+        return USAGE_ERROR
+    finally:
+        warnings.showwarning = previous_showwarning
+
+
+def _show_plugin_warning(fallback: Any) -> Any:
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if issubclass(category, PluginWarning):
+            print(f"deblurstack: warning: {message}", file=sys.stderr)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def plugins_list(args: argparse.Namespace) -> None:
+    from deblurstack.registry import get_plugin_manager
+
+    manager = get_plugin_manager()
+    rows = [(info.name, info.distribution, ", ".join(h.removeprefix("deblurstack_") for h in info.hooks),
+             ", ".join(info.components) or "-") for info in manager.plugin_infos()]
+    _table(("PLUGIN", "DISTRIBUTION", "HOOKS", "COMPONENTS"), rows)
+    for failure in manager.failures:
+        print(f"skipped: {failure}")
+
+
+def components_list(args: argparse.Namespace) -> None:
+    from deblurstack.registry import get_plugin_manager
+
+    found = get_plugin_manager().find(args.pattern, args.kind)
+    if not found:
+        raise DeblurstackError(f"no component matches {args.pattern or '*'!r}" + (f" among {args.kind}s" if args.kind else ""))
+    rows = [(c.kind, c.name, ", ".join(c.record.presets) or "-", f"{c.plugin} ({c.distribution})", c.record.summary)
+            for c in found]
+    _table(("KIND", "NAME", "PRESETS", "PLUGIN", "SUMMARY"), rows)
+
+
+def components_show(args: argparse.Namespace) -> None:
+    from deblurstack.registry import get_plugin_manager
+
+    manager = get_plugin_manager()
+    name, _, preset = args.name.partition(".")
+    kinds = [args.kind] if args.kind else [k for k in KINDS if name in manager.components(k)]
+    if not kinds:
+        every = sorted({n for k in KINDS for n in manager.components(k)})
+        raise PluginError(f"unknown component {name!r}{did_you_mean(name, every)} (see deblurstack components list)")
+    for index, kind in enumerate(kinds):
+        if index:
+            print()
+        print(model_card(manager.get(kind, name), preset or None))
+
+
+def config_check(args: argparse.Namespace) -> None:
+    import yaml
+
+    from deblurstack.compose import resolve_config
+
+    resolved = resolve_config(args.file, args.overrides)
+    print(yaml.safe_dump(resolved.data, sort_keys=False).rstrip())
+
+
+COMMANDS = {
+    ("plugins", "list"): plugins_list,
+    ("components", "list"): components_list,
+    ("components", "show"): components_show,
+    ("config", "check"): config_check,
+}
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def model_card(component: Any, preset: str | None = None) -> str:
+    """A text card: summary, factory, capabilities, presets, parameters (and size for backbones)."""
+    from deblurstack.params import read_signature
+
+    record = component.record
+    if preset is not None and preset not in record.presets:
+        raise PluginError(f"unknown preset {preset!r} of {record.kind} {record.name!r}{did_you_mean(preset, record.presets)} "
+                          f"(presets: {', '.join(record.presets) or 'none'})")
+    title = f"{record.name}.{preset}" if preset else record.name
+    lines = [f"{record.kind} {title}  (plugin {component.plugin}, {component.distribution})", f"  {record.summary}",
+             f"  factory: {record.factory if isinstance(record.factory, str) else record.factory.__qualname__}"]
+    if record.reference:
+        lines.append(f"  reference: {record.reference}")
+    if record.requires:
+        lines.append(f"  requires inputs: {', '.join(record.requires)}")
+    for key, value in record.capabilities().items():
+        lines.append(f"  {key}: {_format_value(value)}")
+    if record.presets:
+        lines.append("  presets:")
+        for name, params in record.presets.items():
+            lines.append(f"    {record.name}.{name}: " + ", ".join(f"{k}={_format_value(v)}" for k, v in params.items()))
+    factory = record.load_factory()
+    signature = read_signature(factory)
+    chosen = dict(record.presets.get(preset, {})) if preset else {}
+    lines.append("  parameters:")
+    for parameter in signature.parameters.values():
+        default = "required" if parameter.required else f"= {_format_value(chosen.get(parameter.name, parameter.default))}"
+        doc = f"  {parameter.doc}" if parameter.doc else ""
+        lines.append(f"    {parameter.name}: {parameter.type_text} {default}{doc}")
+    if record.kind == "backbone":
+        lines.append(f"  size: {_parameter_count(factory, chosen)}")
+    return "\n".join(lines)
+
+
+def _parameter_count(factory: Any, params: dict[str, Any]) -> str:
+    import torch
+
+    try:
+        with torch.device("meta"):  # no memory, no initialisation cost
+            module = factory(**params)
+        count = sum(p.numel() for p in module.parameters())
+    except Exception as error:
+        return f"unknown ({type(error).__name__}: {error})"
+    return f"{count / 1e6:.2f} M parameters ({count:,})"
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths)]
+        print("  ".join(cells).rstrip())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,449 @@
+"""From a configuration to checked components, and from those to a built Stack.
+
+:func:`resolve_config` checks the whole composition before any module is built: every
+component name, preset and parameter, the channel arithmetic between priors and backbone,
+guidance insertion points, frozen parts, and the auxiliary inputs that priors, losses and
+metrics require against what each dataset provides. All problems are reported together, each
+located by file and YAML key path. :func:`build_stack` then builds the modules.
+
+A configuration has these sections::
+
+    name: my_experiment
+    seed: 0
+    stack:
+      translator: {type: ..., checkpoint: ..., frozen: false}    # optional
+      priors:     [{type: ..., ...}]                             # optional
+      backbone:   {type: unet.small, ...}                        # required
+      losses:     [{type: psnr, weight: 1.0}]
+    data:                                   # split name -> dataset
+      train: {type: ..., aux: {masks: {type: <mask source>}}}
+    metrics: [{type: psnr}]
+    train: {type: <trainer>, ...}
+
+``type: name.preset`` starts from a preset of the component; the other keys of a node are the
+factory's parameters, except the reserved options ``checkpoint`` and ``frozen`` (models),
+``weight`` (losses) and ``aux`` (datasets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from deblurstack.config import Config, config_from_dict, load_config
+from deblurstack.errors import CheckpointError, ConfigError, DeblurstackError, did_you_mean
+from deblurstack.params import EMPTY, Signature, read_signature
+from deblurstack.records import KINDS, ComponentRecord
+from deblurstack.registry import Component, PluginManager, get_plugin_manager
+
+IMAGE_CHANNELS = 3
+SECTIONS = ("name", "seed", "stack", "data", "metrics", "train")
+STACK_KEYS = ("translator", "priors", "backbone", "losses")
+#: keys of a component node that configure the stack, not the factory
+OPTIONS = {"backbone": ("checkpoint", "frozen"), "prior": ("checkpoint", "frozen"), "translator": ("checkpoint", "frozen"),
+           "loss": ("weight",), "dataset": ("aux",)}
+#: inputs every sample has
+BASIC_INPUTS = ("input", "target")
+
+
+@dataclass
+class ResolvedNode:
+    """A component node whose name, preset, parameters and options have been checked."""
+
+    keypath: str
+    component: Component
+    preset: str | None
+    params: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    aux: dict[str, ResolvedNode] = field(default_factory=dict)
+    source: str = "<config>"
+    signature: Signature | None = field(default=None, repr=False)
+
+    @property
+    def record(self) -> ComponentRecord:
+        return self.component.record
+
+    @property
+    def type(self) -> str:
+        return f"{self.component.name}.{self.preset}" if self.preset else self.component.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """The node as it would be written in a fully explicit YAML file."""
+        aux = {"aux": {name: node.to_dict() for name, node in self.aux.items()}} if self.aux else {}
+        order = list(self.signature.parameters) if self.signature else []
+        params = sorted(self.params.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+        return _plain({"type": self.type, **self.options, **aux, **dict(params)})
+
+    def build(self, **injected: Any) -> Any:
+        """Call the factory; a failure is reported with this node's key path."""
+        try:
+            return self.record.load_factory()(**self.params, **injected)
+        except DeblurstackError:
+            raise
+        except Exception as error:
+            message = " ".join(str(error).split())
+            raise ConfigError(
+                f"{self.source}: {self.keypath}: {self.record.kind} {self.type!r} could not be built: "
+                f"{type(error).__name__}: {message}"
+            ) from error
+
+
+@dataclass
+class ResolvedConfig:
+    """A checked configuration: resolved nodes, and the explicit config data (``data``)."""
+
+    config: Config
+    data: dict[str, Any]
+    backbone: ResolvedNode | None = None
+    translator: ResolvedNode | None = None
+    priors: list[ResolvedNode] = field(default_factory=list)
+    losses: list[ResolvedNode] = field(default_factory=list)
+    datasets: dict[str, ResolvedNode] = field(default_factory=dict)
+    metrics: list[ResolvedNode] = field(default_factory=list)
+    trainer: ResolvedNode | None = None
+
+    def build_stack(self) -> Any:
+        """Build every module of the stack, load checkpoints and freeze what is frozen."""
+        from deblurstack.stack import Stack, WeightedLoss
+
+        if self.backbone is None:
+            raise ConfigError(self.config.error("stack.backbone", "missing: every stack needs a backbone"))
+        translator = self._build_model(self.translator) if self.translator else None
+        backbone = self._build_model(self.backbone)
+        points = dict(getattr(backbone, "insertion_points", {}) or {})
+        priors = []
+        for node in self.priors:
+            prior = self._build_model(node, **({"insertion_points": points} if node.record.guidance else {}))
+            declared = _prior_channels(node)
+            if getattr(prior, "out_channels", 0) != declared:
+                raise ConfigError(self.config.error(
+                    node.keypath, f"prior {node.type!r} built with out_channels={getattr(prior, 'out_channels', 0)}, "
+                    f"but its record declares {declared} (a bug in plugin {node.component.plugin!r})"))
+            priors.append(prior)
+        losses, names = {}, _unique_names(self.losses)
+        for name, node in zip(names, self.losses):
+            losses[name] = WeightedLoss(node.build(), node.options.get("weight", 1.0), node.record.multiscale, node.record.requires)
+        frozen = [name for name, node in self._model_nodes() if node.options.get("frozen")]
+        return Stack(backbone, priors, translator, losses, frozen)
+
+    def _model_nodes(self) -> list[tuple[str, ResolvedNode]]:
+        nodes = [("translator", self.translator)] if self.translator else []
+        nodes += [(f"priors.{i}", node) for i, node in enumerate(self.priors)]
+        return nodes + ([("backbone", self.backbone)] if self.backbone else [])
+
+    def _build_model(self, node: ResolvedNode, **injected: Any) -> Any:
+        module = node.build(**injected)
+        checkpoint = node.options.get("checkpoint")
+        if checkpoint:
+            from deblurstack.checkpoint import load_weights
+
+            try:
+                load_weights(module, checkpoint["path"], key=checkpoint["key"], strict=checkpoint["strict"])
+            except CheckpointError as error:
+                raise ConfigError(self.config.error(f"{node.keypath}.checkpoint", str(error))) from None
+        return module
+
+
+def resolve_config(config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str] = (),
+                   manager: PluginManager | None = None) -> ResolvedConfig:
+    """Check a configuration completely; raise :class:`ConfigError` listing every problem."""
+    config = _as_config(config, overrides)
+    return _Resolver(config, manager or get_plugin_manager()).resolve()
+
+
+def build_stack(config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str] = (),
+                manager: PluginManager | None = None) -> Any:
+    """Build the :class:`~deblurstack.stack.Stack` a configuration (a file, a dict or a Config) describes."""
+    return resolve_config(config, overrides, manager).build_stack()
+
+
+def _as_config(config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str]) -> Config:
+    if isinstance(config, (str, Path)):
+        return load_config(config, overrides)
+    if overrides:
+        raise TypeError("overrides apply to configuration files; edit the mapping instead")
+    return config if isinstance(config, Config) else config_from_dict(config)
+
+
+class _Resolver:
+    def __init__(self, config: Config, manager: PluginManager) -> None:
+        self.config = config
+        self.manager = manager
+        self.problems: list[str] = []
+
+    def problem(self, keypath: str, message: str) -> None:
+        self.problems.append(self.config.error(keypath, message))
+
+    def resolve(self) -> ResolvedConfig:
+        data = self.config.data
+        resolved = ResolvedConfig(self.config, {})
+        for key in data:
+            if key not in SECTIONS:
+                self.problem(str(key), f"unknown section{did_you_mean(str(key), SECTIONS)} (sections: {', '.join(SECTIONS)})")
+        if "name" in data and not isinstance(data["name"], str):
+            self.problem("name", f"must be a string, got {data['name']!r}")
+        if "seed" in data and (isinstance(data["seed"], bool) or not isinstance(data["seed"], int)):
+            self.problem("seed", f"must be an integer, got {data['seed']!r}")
+        self.resolve_stack(data.get("stack"), resolved)
+        self.resolve_data(data.get("data"), resolved)
+        resolved.metrics = self.node_list("metric", data.get("metrics"), "metrics")
+        if data.get("train") is not None:
+            resolved.trainer = self.node("trainer", data["train"], "train")
+        self.check_aux_inputs(resolved)
+        if self.problems:
+            raise ConfigError(self.problems)
+        resolved.data = self.explicit(resolved)
+        return resolved
+
+    # ------------------------------------------------------------------ sections
+
+    def resolve_stack(self, stack: Any, resolved: ResolvedConfig) -> None:
+        if stack is None:
+            self.problem("stack", "missing: a config needs a stack with at least a backbone")
+            return
+        if not isinstance(stack, Mapping):
+            self.problem("stack", f"must be a mapping with keys {', '.join(STACK_KEYS)}, got {stack!r}")
+            return
+        for key in stack:
+            if key not in STACK_KEYS:
+                self.problem(f"stack.{key}", f"unknown key{did_you_mean(str(key), STACK_KEYS)} (keys: {', '.join(STACK_KEYS)})")
+        if stack.get("translator") is not None:
+            resolved.translator = self.node("translator", stack["translator"], "stack.translator")
+        resolved.priors = self.node_list("prior", stack.get("priors"), "stack.priors")
+        if stack.get("backbone") is None:
+            self.problem("stack.backbone", "missing: every stack needs a backbone"
+                         f" (backbones: {', '.join(self.manager.components('backbone')) or 'none installed'})")
+        else:
+            resolved.backbone = self.node("backbone", stack["backbone"], "stack.backbone")
+        resolved.losses = self.node_list("loss", stack.get("losses"), "stack.losses")
+        given_priors = stack.get("priors")
+        every_prior_resolved = len(resolved.priors) == (len(given_priors) if isinstance(given_priors, list) else 0)
+        if resolved.backbone is not None and every_prior_resolved:
+            self.check_channels(resolved.backbone, resolved.priors)
+            self.check_guidance(resolved.backbone, resolved.priors)
+        for _, node in resolved._model_nodes():
+            if node.options.get("frozen") is True and not node.options.get("checkpoint"):
+                self.problem(f"{node.keypath}.frozen", f"a frozen {node.record.kind} learns nothing from random weights: "
+                             f"set {node.keypath}.checkpoint")
+
+    def check_channels(self, backbone: ResolvedNode, priors: list[ResolvedNode]) -> None:
+        """Priors append channels to the image; the backbone must take exactly that many."""
+        added = [(node, _prior_channels(node)) for node in priors]
+        for node, channels in added:
+            if channels is None:
+                self.problem(node.keypath, f"prior {node.type!r} declares out_channels={node.record.out_channels!r}, "
+                             f"which is not an integer parameter of its factory (plugin {node.component.plugin!r})")
+        extra = sum(channels or 0 for _, channels in added)
+        if not backbone.record.extra_channels:
+            if extra:
+                adders = ", ".join(f"{node.keypath} ({node.type}) adds {channels}" for node, channels in added if channels)
+                self.problem("stack.priors", f"backbone {backbone.type!r} takes no extra input channels, but {adders}")
+            return
+        if "in_channels" not in backbone.signature.parameters:
+            self.problem("stack.backbone", f"backbone {backbone.type!r} declares extra_channels but its factory has no "
+                         f"in_channels parameter (plugin {backbone.component.plugin!r})")
+            return
+        expected = IMAGE_CHANNELS + extra
+        stated = backbone.params.get("in_channels")  # present only when the YAML or a preset sets it
+        if stated is not None and stated != expected:
+            parts = " + ".join([f"image {IMAGE_CHANNELS}"] + [f"{n.type} {c}" for n, c in added if c])
+            self.problem("stack.backbone.in_channels", f"is {stated}, but {parts} = {expected}; leave it out and the builder sets it")
+        backbone.params["in_channels"] = expected
+
+    def check_guidance(self, backbone: ResolvedNode, priors: list[ResolvedNode]) -> None:
+        """Guidance priors need insertion points in the backbone, and take them from the builder."""
+        for node in priors:
+            if node.record.guidance:
+                if not backbone.record.insertion_points:
+                    self.problem(node.keypath, f"prior {node.type!r} guides backbone features, but backbone "
+                                 f"{backbone.type!r} has no insertion points")
+                if "insertion_points" not in node.signature.parameters:
+                    self.problem(node.keypath, f"prior {node.type!r} declares guidance but its factory has no "
+                                 f"insertion_points parameter (plugin {node.component.plugin!r})")
+                elif "insertion_points" in node.params:
+                    self.problem(f"{node.keypath}.insertion_points", "is set by the builder from the backbone; leave it out")
+
+    def resolve_data(self, data: Any, resolved: ResolvedConfig) -> None:
+        if data is None:
+            return
+        if not isinstance(data, Mapping):
+            self.problem("data", f"must map split names (train, val, ...) to datasets, got {data!r}")
+            return
+        for split, value in data.items():
+            keypath = f"data.{split}"
+            node = self.node("dataset", value, keypath)
+            if node is None:
+                continue
+            resolved.datasets[str(split)] = node
+            aux = node.options.pop("aux", None) or {}
+            if not isinstance(aux, Mapping):
+                self.problem(f"{keypath}.aux", f"must map input names (e.g. masks) to mask sources, got {aux!r}")
+                continue
+            for name, source in aux.items():
+                source_node = self.node("mask_source", source, f"{keypath}.aux.{name}")
+                if source_node is None:
+                    continue
+                if name not in source_node.record.provides:
+                    self.problem(f"{keypath}.aux.{name}", f"mask source {source_node.type!r} provides "
+                                 f"{', '.join(source_node.record.provides) or 'nothing'}, not {name!r}")
+                node.aux[str(name)] = source_node
+
+    def check_aux_inputs(self, resolved: ResolvedConfig) -> None:
+        """Every input a prior, loss or metric requires must come from each dataset."""
+        consumers = [*resolved.priors, *resolved.losses, *resolved.metrics]
+        for split, dataset in resolved.datasets.items():
+            provided = {*BASIC_INPUTS, *dataset.record.provides, *dataset.aux}
+            for consumer in consumers:
+                for name in consumer.record.requires:
+                    if name not in provided:
+                        sources = [c.name for c in self.manager.components("mask_source").values() if name in c.record.provides]
+                        hint = f" ({', '.join(sources)})" if sources else " (no installed mask source provides it)"
+                        self.problem(f"data.{split}", f"{consumer.record.kind} {consumer.type!r} ({consumer.keypath}) needs "
+                                     f"input {name!r}, which dataset {dataset.type!r} does not provide; add "
+                                     f"data.{split}.aux.{name} with a mask source{hint}")
+
+    def explicit(self, resolved: ResolvedConfig) -> dict[str, Any]:
+        """The configuration with every parameter written out (what a run folder records)."""
+        data = {key: self.config.data[key] for key in ("name", "seed") if key in self.config.data}
+        stack: dict[str, Any] = {}
+        if resolved.translator:
+            stack["translator"] = resolved.translator.to_dict()
+        stack["priors"] = [node.to_dict() for node in resolved.priors]
+        if resolved.backbone:
+            stack["backbone"] = resolved.backbone.to_dict()
+        stack["losses"] = [node.to_dict() for node in resolved.losses]
+        data["stack"] = stack
+        if resolved.datasets:
+            data["data"] = {split: node.to_dict() for split, node in resolved.datasets.items()}
+        if resolved.metrics:
+            data["metrics"] = [node.to_dict() for node in resolved.metrics]
+        if resolved.trainer:
+            data["train"] = resolved.trainer.to_dict()
+        return data
+
+    # ------------------------------------------------------------------ nodes
+
+    def node_list(self, kind: str, value: Any, keypath: str) -> list[ResolvedNode]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(keypath, f"must be a list of {kind} nodes ({{type: ...}}), got {value!r}")
+            return []
+        nodes = [self.node(kind, item, f"{keypath}[{i}]") for i, item in enumerate(value)]
+        return [node for node in nodes if node is not None]
+
+    def node(self, kind: str, value: Any, keypath: str) -> ResolvedNode | None:
+        """Check one ``{type: name[.preset], ...}`` node against its record and factory signature."""
+        choices = ", ".join(self.manager.components(kind)) or "none installed"
+        if not isinstance(value, Mapping):
+            self.problem(keypath, f"must be a mapping like {{type: <{kind}>}}, got {value!r} ({kind} choices: {choices})")
+            return None
+        type_name = value.get("type")
+        if not isinstance(type_name, str) or not type_name:
+            self.problem(f"{keypath}.type", f"missing: name a {kind} (choices: {choices})")
+            return None
+        name, _, preset = type_name.partition(".")
+        try:
+            component = self.manager.get(kind, name)
+        except DeblurstackError as error:
+            self.problem(f"{keypath}.type", str(error))
+            return None
+        record = component.record
+        preset_params: Mapping[str, Any] = {}
+        if preset:
+            if preset not in record.presets:
+                known = ", ".join(record.presets) or "none"
+                self.problem(f"{keypath}.type", f"unknown preset {preset!r} of {kind} {name!r}{did_you_mean(preset, record.presets)} (presets: {known})")
+                return None
+            preset_params = record.presets[preset]
+        try:
+            signature = read_signature(record.load_factory())
+        except Exception as error:
+            self.problem(f"{keypath}.type", f"{kind} {name!r} (plugin {component.plugin!r}, {component.distribution}) "
+                         f"cannot import its factory {record.factory!r}: {type(error).__name__}: {error}")
+            return None
+        option_names = OPTIONS.get(kind, ())
+        options = {key: value[key] for key in option_names if key in value}
+        if kind == "loss":
+            options.setdefault("weight", 1.0)
+        self.check_options(options, keypath)
+        params = {**preset_params, **{k: v for k, v in value.items() if k != "type" and k not in option_names}}
+        node = ResolvedNode(keypath, component, preset or None, {}, options, source=self.config.source, signature=signature)
+        builder_sets = _builder_sets(record)
+        for key, given in params.items():
+            parameter = signature.parameters.get(key)
+            if parameter is None:
+                if signature.open:
+                    node.params[key] = given
+                    continue
+                self.problem(f"{keypath}.{key}", f"unknown parameter of {kind} {name!r}{did_you_mean(str(key), signature.parameters)} "
+                             f"(parameters: {', '.join(p for p in signature.parameters if p not in builder_sets) or 'none'})")
+                continue
+            checked, problem = parameter.check(given)
+            if problem:
+                self.problem(f"{keypath}.{key}", problem)
+            node.params[key] = checked
+        for parameter in signature.parameters.values():
+            if parameter.name in node.params or parameter.name in builder_sets:
+                continue
+            if parameter.required:
+                self.problem(f"{keypath}.{parameter.name}", f"missing required parameter of {kind} {name!r}"
+                             + (f": {parameter.doc}" if parameter.doc else ""))
+            else:
+                node.params[parameter.name] = parameter.default
+        return node
+
+    def check_options(self, options: dict[str, Any], keypath: str) -> None:
+        if "frozen" in options and not isinstance(options["frozen"], bool):
+            self.problem(f"{keypath}.frozen", f"must be true or false, got {options['frozen']!r}")
+        if "weight" in options:
+            if isinstance(options["weight"], bool) or not isinstance(options["weight"], (int, float)):
+                self.problem(f"{keypath}.weight", f"must be a number, got {options['weight']!r}")
+            else:
+                options["weight"] = float(options["weight"])
+        if "checkpoint" in options and options["checkpoint"] is not None:
+            spec = options["checkpoint"]
+            spec = {"path": spec} if isinstance(spec, str) else spec
+            if not isinstance(spec, Mapping) or not isinstance(spec.get("path"), str) or set(spec) - {"path", "key", "strict"}:
+                self.problem(f"{keypath}.checkpoint", f"must be a file path or {{path, key, strict}}, got {options['checkpoint']!r}")
+                return
+            if not Path(spec["path"]).is_file():
+                self.problem(f"{keypath}.checkpoint", f"no such file: {spec['path']}")
+            options["checkpoint"] = {"path": spec["path"], "key": spec.get("key"), "strict": spec.get("strict", True)}
+
+
+
+def _builder_sets(record: ComponentRecord) -> tuple[str, ...]:
+    """Factory parameters the builder passes, so the YAML need not (in_channels, insertion_points)."""
+    if record.kind == "backbone" and record.extra_channels:
+        return ("in_channels",)
+    if record.kind == "prior" and record.guidance:
+        return ("insertion_points",)
+    return ()
+
+
+def _prior_channels(node: ResolvedNode) -> int | None:
+    declared = node.record.out_channels
+    value = node.params.get(declared) if isinstance(declared, str) else declared
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _unique_names(nodes: Sequence[ResolvedNode]) -> list[str]:
+    names, seen = [], {}
+    for node in nodes:
+        count = seen.get(node.component.name, 0)
+        seen[node.component.name] = count + 1
+        names.append(node.component.name if count == 0 else f"{node.component.name}_{count}")
+    return names
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+__all__ = ["ResolvedConfig", "ResolvedNode", "build_stack", "resolve_config", "KINDS"]

@@ -1,0 +1,115 @@
+"""Configuration files: safe YAML, base files, dotted overrides and interpolation (OmegaConf).
+
+A file may name the files it extends under ``base`` (a path or a list, relative to the file);
+bases merge first, in order, and the file's own values win. Lists are replaced, not merged.
+Overrides use dotted paths (``stack.backbone.width=16``, ``stack.losses.0.weight=2``) and YAML
+values. ``${...}`` interpolates and ``???`` marks a value that must be given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from deblurstack.errors import ConfigError
+
+BASE_KEY = "base"
+_ABSENT = object()
+
+
+@dataclass
+class Config:
+    """A loaded configuration: plain data plus where it came from (for error messages)."""
+
+    data: dict[str, Any]
+    source: str = "<config>"
+    overrides: list[str] = field(default_factory=list)
+
+    def error(self, keypath: str, message: str) -> str:
+        """One located problem: ``file: key.path: message``."""
+        return f"{self.source}: {keypath}: {message}" if keypath else f"{self.source}: {message}"
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Load ``path`` with its bases, apply ``overrides`` and resolve interpolations.
+
+    Raises:
+        ConfigError: syntax errors (with line numbers), missing or cyclic bases, bad overrides,
+            unresolved ``${...}`` and missing ``???`` values, each located.
+    """
+    path = Path(path)
+    merged = _load_with_bases(path, chain=())
+    for override in overrides:
+        _apply_override(merged, override, path)
+    source = str(path)
+    try:
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise ConfigError([f"{source}: {key}: missing required value (???)" for key in missing])
+        data = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", "") or "?"
+        raise ConfigError(f"{source}: {key}: {_first_line(error)}") from None
+    return Config(data=data, source=source, overrides=list(overrides))
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
+    """Wrap an in-memory configuration (no bases, no interpolation)."""
+    return Config(data=dict(data), source=source)
+
+
+def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> DictConfig:
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise ConfigError(f"{chain[-1]}: {BASE_KEY}: cyclic base files: {cycle}")
+    if not path.is_file():
+        where = f"{chain[-1]}: {BASE_KEY}: " if chain else ""
+        raise ConfigError(f"{where}config file not found: {path}")
+    try:
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or _first_line(error)
+        raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{path}: {_first_line(error)}") from None
+    if isinstance(loaded, ListConfig) or not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (stack, data, ...)")
+    bases = loaded.pop(BASE_KEY, None)
+    if bases is None:
+        return loaded
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, (list, ListConfig)) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY}: must be a file path or a list of file paths")
+    parents = [_load_with_bases(path.parent / base, (*chain, resolved)) for base in bases]
+    return OmegaConf.merge(*parents, loaded)
+
+
+def _apply_override(config: DictConfig, override: str, path: Path) -> None:
+    key, sep, value = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {override!r}: expected key.path=value")
+    parts = key.split(".")
+    for end in range(1, len(parts)):  # every parent must exist; the last key may be new (a default parameter)
+        parent = ".".join(parts[:end])
+        if OmegaConf.select(config, parent, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+            raise ConfigError(f"override {override!r}: {parent!r} does not exist in {path}")
+    try:
+        # from_dotlist parses the value with OmegaConf's safe YAML loader, which reads 1e-3 as a float.
+        parsed = OmegaConf.from_dotlist([f"value={value}"])["value"]
+        OmegaConf.update(config, key, parsed, merge=True, force_add=True)
+    except (yaml.YAMLError, OmegaConfBaseException) as error:
+        raise ConfigError(f"override {override!r}: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,139 @@
+"""What a built component must do: small base classes for backbones, priors, translators, losses.
+
+Tensors are ``B x C x H x W`` float images in [0, 1] (RGB, ``C = 3`` for images). The stack
+runs ``translator -> priors -> backbone`` and never pads: every backbone takes any ``H x W``
+(it pads to its ``pad_multiple`` internally and crops back). Subclassing is optional; the
+builder and ``deblurstack.testing`` only rely on the attributes and signatures below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IMAGE_CHANNELS = 3
+
+#: insertion point name -> function applied to the feature map there (same shape in and out).
+Guidance = Mapping[str, Callable[[Tensor], Tensor]]
+
+
+class Backbone(nn.Module):
+    """Maps ``B x in_channels x H x W`` to a ``B x 3 x H x W`` image (or a coarse-to-fine list of them).
+
+    Contract:
+        * a factory that accepts extra channels takes ``in_channels`` (default 3); channels past
+          the first three come from priors, and the global residual adds only the image channels
+          (``output = f(x) + x[:, :3]``, as SAM-Deblur's NAFNet does);
+        * ``pad_multiple``: the factor ``H`` and ``W`` are padded to inside ``forward``;
+        * ``insertion_points``: ``{name: channels}`` of feature maps where ``guidance`` may act;
+          call :meth:`guide` there.
+    """
+
+    pad_multiple: int = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.insertion_points: dict[str, int] = {}
+
+    def forward(self, image: Tensor, guidance: Guidance | None = None) -> Tensor | list[Tensor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def guide(point: str, features: Tensor, guidance: Guidance | None) -> Tensor:
+        """Apply the guidance registered for ``point``, if any."""
+        apply = guidance.get(point) if guidance else None
+        return features if apply is None else apply(features)
+
+
+@dataclass
+class PriorOutput:
+    """What a prior gives the stack.
+
+    Attributes:
+        channels: ``B x out_channels x H x W`` appended to the image before the backbone, or None.
+        guidance: functions for backbone insertion points (see :class:`Backbone`).
+        extras: anything the prior's auxiliary losses need later (logits, attention maps).
+    """
+
+    channels: Tensor | None = None
+    guidance: dict[str, Callable[[Tensor], Tensor]] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Prior(nn.Module):
+    """Derives structure from the (translated) blurry image and the auxiliary inputs it requires.
+
+    Contract:
+        * ``out_channels``: the number of channels in ``PriorOutput.channels`` (0 for none);
+        * ``forward(image, aux)`` where ``aux`` holds the inputs named in the record's ``requires``
+          (e.g. ``aux["masks"]``: an integer label map ``B x H x W``);
+        * a guidance prior's factory takes ``insertion_points`` (name -> channels of the backbone);
+        * :meth:`aux_losses` returns extra weighted loss terms (e.g. LBP's cross-entropy).
+    """
+
+    out_channels: int = 0
+
+    def forward(self, image: Tensor, aux: Mapping[str, Tensor]) -> PriorOutput:
+        raise NotImplementedError
+
+    def aux_losses(self, output: PriorOutput, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Weighted auxiliary loss terms for this output; none by default."""
+        return {}
+
+
+class Translator(nn.Module):
+    """Maps an image with unknown blur to the blur domain the backbone was trained on.
+
+    ``forward(image)`` returns an image of the same shape (or a coarse-to-fine list whose last
+    element is full size). A translator may be trained while the backbone is frozen.
+    """
+
+    def forward(self, image: Tensor) -> Tensor | list[Tensor]:
+        raise NotImplementedError
+
+
+class Loss(nn.Module):
+    """``forward(prediction, target, **aux) -> scalar``; lower is better.
+
+    ``prediction`` is the final image, or the list of every backbone output (coarse to fine)
+    when the record says ``multiscale=True``. ``aux`` holds the inputs the record ``requires``.
+    """
+
+    def forward(self, prediction: Tensor | list[Tensor], target: Tensor, **aux: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+def pad_to_multiple(image: Tensor, multiple: int, mode: str = "constant") -> Tensor:
+    """Pad ``image`` on the right and bottom so that H and W are multiples of ``multiple``.
+
+    ``mode="constant"`` pads zeros (as NAFNet does); ``"reflect"`` as Restormer's test script.
+    Crop back with ``output[..., :height, :width]``.
+    """
+    height, width = image.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h == 0 and pad_w == 0:
+        return image
+    if mode == "reflect" and (pad_h >= height or pad_w >= width):
+        mode = "replicate"  # reflect padding cannot exceed the image size
+    return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def image_residual(output: Tensor, inputs: Tensor) -> Tensor:
+    """Global residual on the image channels only: ``output + inputs[:, :output channels]``."""
+    return output + inputs[:, : output.shape[1]]
+
+
+__all__ = [
+    "IMAGE_CHANNELS",
+    "Backbone",
+    "Guidance",
+    "Loss",
+    "Prior",
+    "PriorOutput",
+    "Translator",
+    "image_residual",
+    "pad_to_multiple",
+]

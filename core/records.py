@@ -1,0 +1,219 @@
+"""Component records: what a registration hook returns.
+
+A record describes a component without importing it: its name, where its factory lives
+(``"package.module:attribute"``, imported on first build), a one-line summary, named presets
+and the capability fields the stack builder checks before it builds anything. This module
+imports no torch, so listing components stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, ClassVar, Mapping
+
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+PRESET_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
+FACTORY_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComponentRecord:
+    """Fields common to every kind of component.
+
+    Attributes:
+        name: registry name, lower case (``nafnet``); a YAML ``type`` of ``name.preset`` selects a preset.
+        factory: ``"package.module:attribute"`` imported on first use, or the callable itself.
+            Its signature is the component's parameter schema.
+        summary: one line shown by ``deblurstack components list``.
+        presets: named parameter sets, e.g. ``{"w32": {"width": 32}}`` for ``type: nafnet.w32``.
+        requires: auxiliary batch inputs the component reads, e.g. ``("masks",)``.
+        reference: paper or project the component reproduces (shown by ``components show``).
+    """
+
+    kind: ClassVar[str] = "component"
+    hook: ClassVar[str] = ""
+
+    name: str
+    factory: str | Callable[..., Any]
+    summary: str
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+    reference: str = ""
+
+    def load_factory(self) -> Callable[..., Any]:
+        """Import and return the factory (raises ImportError/AttributeError as Python does)."""
+        if callable(self.factory):
+            return self.factory
+        module_name, _, attribute = self.factory.partition(":")
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+        return target
+
+    def capabilities(self) -> dict[str, Any]:
+        """The kind-specific fields, for listings and model cards."""
+        common = {f.name for f in fields(ComponentRecord)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in common}
+
+    def problems(self) -> list[str]:
+        """What is malformed in this record (an empty list when it is fine)."""
+        found = []
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
+            found.append(f"name {self.name!r} must match {NAME_PATTERN.pattern}")
+        if not (callable(self.factory) or (isinstance(self.factory, str) and FACTORY_PATTERN.fullmatch(self.factory))):
+            found.append(f"factory {self.factory!r} must be a callable or 'package.module:attribute'")
+        if not isinstance(self.summary, str) or not self.summary.strip() or "\n" in self.summary:
+            found.append("summary must be one non-empty line")
+        if not isinstance(self.presets, Mapping):
+            found.append("presets must be a mapping of preset name to parameters")
+        else:
+            for preset, params in self.presets.items():
+                if not isinstance(preset, str) or not PRESET_PATTERN.fullmatch(preset):
+                    found.append(f"preset name {preset!r} must match {PRESET_PATTERN.pattern}")
+                elif not isinstance(params, Mapping):
+                    found.append(f"preset {preset!r} must map parameter names to values")
+        if not isinstance(self.requires, tuple) or not all(isinstance(r, str) for r in self.requires):
+            found.append("requires must be a tuple of input names")
+        return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackboneRecord(ComponentRecord):
+    """A network that maps the blurry image (plus prior channels) to a sharp image.
+
+    Attributes:
+        extra_channels: the factory takes ``in_channels`` and adds its global residual on the
+            three image channels only, so priors may append channels (the builder sets ``in_channels``).
+        insertion_points: names of the feature maps where guidance priors may act
+            (``decoder_s1`` = decoder output at stride 1, ``decoder_s2`` at stride 2, ...).
+        multiscale: the forward returns a list of outputs, coarse to fine (MIMO-UNet).
+    """
+
+    kind: ClassVar[str] = "backbone"
+    hook: ClassVar[str] = "deblurstack_backbones"
+
+    extra_channels: bool = True
+    insertion_points: tuple[str, ...] = ()
+    multiscale: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriorRecord(ComponentRecord):
+    """Structure derived from the blurry input: extra channels, backbone guidance, or both.
+
+    Attributes:
+        out_channels: channels the prior appends to the image; an int, or the name of the
+            factory parameter that sets it (``"seg_channels"``).
+        guidance: the prior acts on backbone insertion points; its factory then takes
+            ``insertion_points`` (point name -> channels), which the builder passes.
+    """
+
+    kind: ClassVar[str] = "prior"
+    hook: ClassVar[str] = "deblurstack_priors"
+
+    out_channels: int | str = 0
+    guidance: bool = False
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if isinstance(self.out_channels, bool) or not isinstance(self.out_channels, (int, str)):
+            found.append("out_channels must be an int or the name of a factory parameter")
+        elif isinstance(self.out_channels, int) and self.out_channels < 0:
+            found.append("out_channels must not be negative")
+        return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranslatorRecord(ComponentRecord):
+    """Maps an image with unknown blur into the blur domain a (frozen) backbone knows (Blur2Blur).
+
+    Attributes:
+        multiscale: the forward returns a list of outputs, coarse to fine; the stack feeds the last on.
+    """
+
+    kind: ClassVar[str] = "translator"
+    hook: ClassVar[str] = "deblurstack_translators"
+
+    multiscale: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossRecord(ComponentRecord):
+    """A training objective. The stack weights it with the YAML key ``weight``.
+
+    Attributes:
+        multiscale: the loss receives every backbone output (coarse to fine), not only the last.
+    """
+
+    kind: ClassVar[str] = "loss"
+    hook: ClassVar[str] = "deblurstack_losses"
+
+    multiscale: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetRecord(ComponentRecord):
+    """A source of training or evaluation samples.
+
+    Attributes:
+        provides: auxiliary inputs every sample carries besides ``input`` and ``target``
+            (e.g. ``("blur_mask",)`` for ReLoBlur).
+    """
+
+    kind: ClassVar[str] = "dataset"
+    hook: ClassVar[str] = "deblurstack_datasets"
+
+    provides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricRecord(ComponentRecord):
+    """An image-quality measure. ``requires`` may name ``input`` (e.g. MCR compares with the blurry input).
+
+    Attributes:
+        higher_is_better: direction used to pick the best checkpoint.
+    """
+
+    kind: ClassVar[str] = "metric"
+    hook: ClassVar[str] = "deblurstack_metrics"
+
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskSourceRecord(ComponentRecord):
+    """Computes or reads per-image auxiliary inputs (SAM label maps, classical segmentations).
+
+    Attributes:
+        provides: the auxiliary inputs it produces.
+    """
+
+    kind: ClassVar[str] = "mask_source"
+    hook: ClassVar[str] = "deblurstack_mask_sources"
+
+    provides: tuple[str, ...] = ("masks",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainerRecord(ComponentRecord):
+    """A training schedule (supervised, alternating, adversarial) that drives a stack."""
+
+    kind: ClassVar[str] = "trainer"
+    hook: ClassVar[str] = "deblurstack_trainers"
+
+
+RECORD_TYPES: tuple[type[ComponentRecord], ...] = (
+    BackboneRecord,
+    PriorRecord,
+    TranslatorRecord,
+    LossRecord,
+    DatasetRecord,
+    MetricRecord,
+    MaskSourceRecord,
+    TrainerRecord,
+)
+
+#: kind name -> record class, e.g. ``KINDS["backbone"] is BackboneRecord``.
+KINDS: dict[str, type[ComponentRecord]] = {cls.kind: cls for cls in RECORD_TYPES}

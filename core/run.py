@@ -1,0 +1,41 @@
+"""What lifecycle hooks receive: the state of a run and validation samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+
+@dataclass
+class RunState:
+    """A training run as plugins see it.
+
+    Attributes:
+        directory: the run folder (resolved config, checkpoints, logs).
+        config: the resolved configuration.
+        model: the stack being trained.
+        step: optimizer steps done so far.
+        rank: process rank under torchrun; loggers usually act on rank 0 only.
+        extras: a place for plugins to keep per-run state, keyed by plugin name.
+    """
+
+    directory: Path
+    config: Mapping[str, Any]
+    model: nn.Module
+    step: int = 0
+    rank: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Sample:
+    """One validation image triple, CHW tensors in [0, 1]."""
+
+    name: str
+    input: Tensor
+    output: Tensor
+    target: Tensor

@@ -1,0 +1,135 @@
+"""The Stack: ``[translator] -> priors -> backbone``, plus its weighted losses.
+
+::
+
+    blurry --> translator --> x --> priors(x, aux) --> backbone(cat[x, prior channels], guidance)
+                                                                |
+                                          losses(outputs, target) <-- scales, coarse to fine
+
+Build one from YAML with :func:`deblurstack.build_stack`; the constructor takes built modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from deblurstack.contracts import PriorOutput
+
+
+@dataclass
+class StackOutput:
+    """Everything one forward pass produced.
+
+    Attributes:
+        image: the final full-resolution output.
+        scales: every backbone output, coarse to fine (``scales[-1] is image``).
+        translated: what the priors and the backbone saw (the translator's output, or the input).
+        priors: one output per prior, in stack order.
+    """
+
+    image: Tensor
+    scales: list[Tensor]
+    translated: Tensor
+    priors: list[PriorOutput]
+
+
+class WeightedLoss(nn.Module):
+    """A loss with its weight, and what it is given: the final image or every scale, plus aux inputs."""
+
+    def __init__(self, loss: nn.Module, weight: float = 1.0, multiscale: bool = False, requires: Sequence[str] = ()):
+        super().__init__()
+        self.loss = loss
+        self.weight = float(weight)
+        self.multiscale = multiscale
+        self.requires = tuple(requires)
+
+    def forward(self, output: StackOutput, batch: Mapping[str, Any]) -> Tensor:
+        prediction = output.scales if self.multiscale else output.image
+        aux = {name: batch[name] for name in self.requires}
+        return self.weight * self.loss(prediction, batch["target"], **aux)
+
+
+class Stack(nn.Module):
+    """A deblurring pipeline assembled from components.
+
+    Args:
+        backbone: maps ``cat[image, prior channels]`` to the sharp image (or a list of scales).
+        priors: applied in order to the (translated) image; their channels are concatenated.
+        translator: optional, applied first.
+        losses: named weighted losses used by :meth:`compute_loss`.
+        frozen: submodule names (``"backbone"``, ``"translator"``, ``"priors.0"``) whose
+            parameters are not trained and that stay in eval mode.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        priors: Sequence[nn.Module] = (),
+        translator: nn.Module | None = None,
+        losses: Mapping[str, WeightedLoss] | None = None,
+        frozen: Iterable[str] = (),
+    ) -> None:
+        super().__init__()
+        self.translator = translator
+        self.priors = nn.ModuleList(priors)
+        self.backbone = backbone
+        self.losses = nn.ModuleDict(losses or {})
+        self.frozen = tuple(frozen)
+        for name in self.frozen:
+            self.get_submodule(name).requires_grad_(False)
+        self.train()
+
+    def train(self, mode: bool = True) -> Stack:
+        super().train(mode)
+        for name in self.frozen:
+            self.get_submodule(name).eval()
+        return self
+
+    def forward(self, image: Tensor, **aux: Tensor) -> Tensor:
+        """The deblurred image for ``image`` (``B x 3 x H x W``) and the auxiliary inputs priors need."""
+        return self.run(image, aux).image
+
+    def run(self, image: Tensor, aux: Mapping[str, Tensor] | None = None) -> StackOutput:
+        """One pass, keeping every intermediate result that losses may need."""
+        aux = aux or {}
+        translated = image
+        if self.translator is not None:
+            translated = _last(self.translator(image))
+        prior_outputs = [prior(translated, aux) for prior in self.priors]
+        channels = [out.channels for out in prior_outputs if out.channels is not None]
+        backbone_input = torch.cat([translated, *channels], dim=1) if channels else translated
+        guidance = _merge_guidance(prior_outputs)
+        result = self.backbone(backbone_input, guidance=guidance) if guidance else self.backbone(backbone_input)
+        scales = list(result) if isinstance(result, (list, tuple)) else [result]
+        return StackOutput(image=scales[-1], scales=scales, translated=translated, priors=prior_outputs)
+
+    def compute_loss(self, output: StackOutput, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The total weighted loss and its terms (``{"l1": ..., "priors.0.ce": ...}``)."""
+        terms = {name: loss(output, batch) for name, loss in self.losses.items()}
+        for index, (prior, prior_output) in enumerate(zip(self.priors, output.priors)):
+            aux_losses = getattr(prior, "aux_losses", None)
+            for name, value in (aux_losses(prior_output, batch) if aux_losses else {}).items():
+                terms[f"priors.{index}.{name}"] = value
+        if not terms:
+            raise RuntimeError("this stack has no losses: add some under stack.losses")
+        return sum(terms.values()), terms
+
+
+def _last(result: Tensor | Sequence[Tensor]) -> Tensor:
+    return result[-1] if isinstance(result, (list, tuple)) else result
+
+
+def _merge_guidance(outputs: Sequence[PriorOutput]) -> dict[str, Callable[[Tensor], Tensor]]:
+    guidance: dict[str, Callable[[Tensor], Tensor]] = {}
+    for output in outputs:
+        for point, apply in output.guidance.items():
+            guidance[point] = _chain(guidance[point], apply) if point in guidance else apply
+    return guidance
+
+
+def _chain(first: Callable[[Tensor], Tensor], second: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    return lambda features: second(first(features))

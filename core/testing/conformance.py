@@ -1,0 +1,258 @@
+"""Conformance checks: does a registered component keep the contract of its kind?
+
+Every check looks the component up in the current plugin manager (``name`` or ``name.preset``),
+builds it with ``params`` and raises ``AssertionError`` naming the component and the broken rule.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from deblurstack.contracts import IMAGE_CHANNELS
+from deblurstack.params import read_signature
+from deblurstack.registry import get_plugin_manager
+
+EXTRA_CHANNELS = 2
+BATCH = 2
+SEED = 1234
+
+
+def check_component(kind: str, name: str, params: Mapping[str, Any] | None = None, **options: Any) -> None:
+    """Run the checks of ``kind`` (backbone, prior, translator or loss) on a registered component."""
+    checks: dict[str, Callable[..., None]] = {
+        "backbone": check_backbone, "prior": check_prior, "translator": check_translator, "loss": check_loss}
+    if kind not in checks:
+        raise ValueError(f"no conformance checks for kind {kind!r} (checked kinds: {', '.join(checks)})")
+    checks[kind](name, params, **options)
+
+
+def check_backbone(name: str, params: Mapping[str, Any] | None = None) -> None:
+    """Odd sizes, padding multiple, extra channels, guidance points, gradients, determinism, state_dict."""
+    record, build = _builder("backbone", name, params)
+    module = build()
+    multiple = getattr(module, "pad_multiple", 1)
+    _expect(isinstance(multiple, int) and multiple >= 1, name, f"pad_multiple must be a positive int, got {multiple!r}")
+    image = _images(module_sizes(multiple))
+    for x in image:
+        raw = module(x)
+        is_list = isinstance(raw, (list, tuple))
+        _expect(is_list == record.multiscale, name, "returns a list of scales, but its record does not say multiscale"
+                if is_list else "returns one tensor, but its record says multiscale")
+        out = list(raw) if is_list else [raw]
+        _expect(out[-1].shape == x.shape, name, f"output {tuple(out[-1].shape)} for input {tuple(x.shape)} "
+                f"(inputs whose size is not a multiple of pad_multiple={multiple} must be padded and cropped back)")
+    _check_gradients(module, lambda: sum(o.mean() for o in _forward_backbone(module, image[-1])), name)
+    _check_reproducible(build, lambda m: _forward_backbone(m, image[-1])[-1], name)
+
+    if record.extra_channels:
+        wide = build(in_channels=IMAGE_CHANNELS + EXTRA_CHANNELS).eval()
+        x = image[-1]
+        extra = torch.rand(x.shape[0], EXTRA_CHANNELS, *x.shape[-2:], generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            out = _forward_backbone(wide, torch.cat([x, extra], 1))[-1]
+            changed = _forward_backbone(wide, torch.cat([x, 1 - extra], 1))[-1]
+        _expect(out.shape == x.shape, name, f"with in_channels={IMAGE_CHANNELS + EXTRA_CHANNELS} the output must keep "
+                f"{IMAGE_CHANNELS} image channels (residual on the image channels only), got {tuple(out.shape)}")
+        _expect(not torch.equal(out, changed), name, "ignores the extra input channels")
+
+    points = getattr(module, "insertion_points", {}) or {}
+    _expect(set(points) <= set(record.insertion_points), name,
+            f"insertion points {sorted(points)} are not all declared in its record {list(record.insertion_points)}")
+    seen: dict[str, int] = {}
+
+    def recorder(point: str) -> Callable[[Tensor], Tensor]:
+        def apply(features: Tensor) -> Tensor:
+            seen[point] = features.shape[1]
+            return features * 0.5
+
+        return apply
+
+    if points:
+        module.eval()
+        with torch.no_grad():
+            plain = _forward_backbone(module, image[-1])[-1]
+            guided = module(image[-1], guidance={p: recorder(p) for p in points})
+        guided = guided[-1] if isinstance(guided, (list, tuple)) else guided
+        _expect(seen == dict(points), name, f"guidance was applied at {seen} (point: channels), expected {dict(points)}")
+        _expect(not torch.equal(plain, guided), name, "output does not depend on guidance")
+
+
+def check_prior(name: str, params: Mapping[str, Any] | None = None, aux: Mapping[str, Tensor] | None = None,
+                insertion_points: Mapping[str, int] | None = None) -> None:
+    """Declared channels, required inputs, guidance, gradients, determinism, state_dict."""
+    record, build = _builder("prior", name, params)
+    injected = {}
+    if record.guidance:
+        injected["insertion_points"] = dict(insertion_points or {"decoder_s1": 8, "decoder_s2": 16, "decoder_s4": 32})
+    declared = build.value(record.out_channels) if isinstance(record.out_channels, str) else record.out_channels
+    module = build(**injected)
+    _expect(getattr(module, "out_channels", 0) == declared, name,
+            f"out_channels is {getattr(module, 'out_channels', 0)!r}, the record declares {declared!r}")
+    for x in _images([(37, 29), (16, 16)]):
+        inputs = _aux_inputs(record.requires, x, aux)
+        output = module(x, inputs)
+        if declared:
+            channels = getattr(output, "channels", None)
+            _expect(channels is not None and channels.shape == (x.shape[0], declared, *x.shape[-2:]), name,
+                    f"channels must be {(x.shape[0], declared, *x.shape[-2:])}, got "
+                    f"{None if channels is None else tuple(channels.shape)}")
+        for point, apply in getattr(output, "guidance", {}).items():
+            _expect(point in injected.get("insertion_points", {}), name, f"guides unknown insertion point {point!r}")
+            features = torch.rand(x.shape[0], injected["insertion_points"][point], 8, 8)
+            _expect(apply(features).shape == features.shape, name, f"guidance at {point!r} changes the feature shape")
+        losses = module.aux_losses(output, {"input": x, "target": x, **inputs}) if hasattr(module, "aux_losses") else {}
+        for key, value in losses.items():
+            _expect(value.dim() == 0 and torch.isfinite(value), name, f"auxiliary loss {key!r} must be a finite scalar")
+    x = _images([(24, 20)])[0]
+    inputs = _aux_inputs(record.requires, x, aux)
+
+    def run(m: nn.Module) -> Tensor:
+        out = m(x, inputs)
+        parts = [out.channels.mean()] if out.channels is not None else []
+        if out.guidance:
+            for point, apply in out.guidance.items():
+                parts.append(apply(torch.ones(x.shape[0], injected["insertion_points"][point], 8, 8)).mean())
+        return sum(parts) if parts else torch.zeros(())
+
+    if any(p.requires_grad for p in module.parameters()):
+        _check_gradients(module, lambda: run(module), name)
+    _check_reproducible(lambda seed=SEED: build(seed, **injected), run, name)
+
+
+def check_translator(name: str, params: Mapping[str, Any] | None = None) -> None:
+    """Same-size output on odd sizes, gradients, determinism, state_dict."""
+    record, build = _builder("translator", name, params)
+    module = build()
+    images = _images([(36, 28), (37, 29)])
+    for x in images:
+        out = module(x)
+        out = out[-1] if isinstance(out, (list, tuple)) else out
+        _expect(out.shape == x.shape, name, f"output {tuple(out.shape)} for input {tuple(x.shape)}")
+
+    def run(m: nn.Module) -> Tensor:
+        out = m(images[0])
+        return out[-1] if isinstance(out, (list, tuple)) else out
+
+    _check_gradients(module, lambda: run(module).mean(), name)
+    _check_reproducible(build, run, name)
+
+
+def check_loss(name: str, params: Mapping[str, Any] | None = None, aux: Mapping[str, Tensor] | None = None) -> None:
+    """A finite scalar, lower for a perfect prediction than for a noisy one, finite gradients, deterministic."""
+    record, build = _builder("loss", name, params)
+    loss = build()
+    target = _images([(33, 31)])[0]
+    noisy = (target + 0.1 * torch.randn(target.shape, generator=torch.Generator().manual_seed(5))).clamp(0, 1)
+    inputs = _aux_inputs(record.requires, target, aux)
+
+    def prediction(image: Tensor) -> Tensor | list[Tensor]:
+        if not record.multiscale:
+            return image
+        return [nn.functional.interpolate(image, scale_factor=s, mode="bilinear") for s in (0.25, 0.5)] + [image]
+
+    perfect = loss(prediction(target), target, **inputs)
+    _expect(perfect.dim() == 0 and torch.isfinite(perfect), name, f"must return a finite scalar, got {perfect!r}")
+    pred = noisy.clone().requires_grad_(True)
+    value = loss(prediction(pred), target, **inputs)
+    _expect(bool(value > perfect), name, f"a noisy prediction scores {value.item():.6g}, not above the perfect {perfect.item():.6g}")
+    value.backward()
+    _expect(pred.grad is not None and bool(torch.isfinite(pred.grad).all()) and bool(pred.grad.abs().sum() > 0), name,
+            "gradient with respect to the prediction must be finite and non-zero")
+    again = build()(prediction(noisy), target, **inputs)
+    _expect(torch.equal(again, value.detach()), name, "is not deterministic")
+
+
+def make_aux(name: str, image: Tensor) -> Tensor:
+    """A plausible auxiliary input for ``image``: ``masks`` (integer label map B x H x W),
+    ``blur_mask`` (B x 1 x H x W in {0, 1}) or ``input`` (the image itself)."""
+    batch, _, height, width = image.shape
+    generator = torch.Generator().manual_seed(7)
+    if name == "masks":
+        rows = torch.randint(0, 4, (batch, height, 1), generator=generator)
+        cols = torch.randint(0, 3, (batch, 1, width), generator=generator)
+        return rows * 3 + cols  # up to 12 rectangular segments
+    if name == "blur_mask":
+        return (torch.rand(batch, 1, height, width, generator=generator) > 0.5).float()
+    if name == "input":
+        return image
+    raise AssertionError(f"no generator for auxiliary input {name!r}: pass aux={{{name!r}: tensor}}")
+
+
+def module_sizes(multiple: int) -> list[tuple[int, int]]:
+    """A size that is a multiple of ``multiple`` and one that is odd and not."""
+    base = max(multiple, 8)
+    return [(2 * base, 2 * base), (2 * base + 1, 3 * base - 3)]
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+class _Build:
+    """Calls a component's factory with its preset, the given params and any extra keywords."""
+
+    def __init__(self, factory: Callable[..., Any], params: dict[str, Any]) -> None:
+        self.factory, self.params = factory, params
+
+    def __call__(self, seed: int = SEED, **extra: Any) -> Any:
+        torch.manual_seed(seed)
+        return self.factory(**{**self.params, **extra})
+
+    def value(self, parameter: str) -> Any:
+        """The value ``parameter`` takes: given, from the preset, or the factory default."""
+        if parameter in self.params:
+            return self.params[parameter]
+        found = read_signature(self.factory).parameters.get(parameter)
+        return None if found is None or found.required else found.default
+
+
+def _builder(kind: str, name: str, params: Mapping[str, Any] | None) -> tuple[Any, _Build]:
+    base, _, preset = name.partition(".")
+    record = get_plugin_manager().get(kind, base).record
+    chosen = dict(record.presets[preset]) if preset else {}
+    return record, _Build(record.load_factory(), {**chosen, **(params or {})})
+
+
+def _aux_inputs(names: tuple[str, ...], image: Tensor, given: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+    return {key: given[key] if given and key in given else make_aux(key, image) for key in names}
+
+
+def _images(sizes: list[tuple[int, int]]) -> list[Tensor]:
+    generator = torch.Generator().manual_seed(11)
+    return [torch.rand(BATCH, IMAGE_CHANNELS, h, w, generator=generator) for h, w in sizes]
+
+
+def _forward_backbone(module: nn.Module, x: Tensor) -> list[Tensor]:
+    out = module(x)
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def _check_gradients(module: nn.Module, objective: Callable[[], Tensor], name: str) -> None:
+    module.train()
+    module.zero_grad(set_to_none=True)
+    objective().backward()
+    grads = [p.grad for p in module.parameters() if p.requires_grad and p.grad is not None]
+    _expect(bool(grads), name, "no parameter received a gradient")
+    _expect(all(bool(torch.isfinite(g).all()) for g in grads), name, "has non-finite gradients")
+    _expect(any(bool(g.abs().sum() > 0) for g in grads), name, "all gradients are zero")
+    module.zero_grad(set_to_none=True)
+
+
+def _check_reproducible(build: Callable[..., nn.Module], run: Callable[[nn.Module], Tensor], name: str) -> None:
+    first, second = build().eval(), build().eval()
+    with torch.no_grad():
+        _expect(torch.equal(run(first), run(second)), name, f"two builds under seed {SEED} differ")
+        buffer = io.BytesIO()
+        torch.save(first.state_dict(), buffer)
+        buffer.seek(0)
+        other = build(seed=SEED + 1)  # equality must come from loading, not from the seed
+        other.load_state_dict(torch.load(buffer, weights_only=True))
+        _expect(torch.equal(run(first), run(other.eval())), name, "state_dict round trip changes the output")
+
+
+def _expect(condition: bool, name: str, message: str) -> None:
+    if not condition:
+        raise AssertionError(f"{name}: {message}")

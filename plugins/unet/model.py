@@ -1,0 +1,122 @@
+"""The U-Net of BladeNet's deblurring and blur-perception nets, with guidance insertion points.
+
+Module names follow the official code (``inc``, ``down1``.., ``up1``.., ``outc``, ``double_conv``,
+``maxpool_conv``) so that its state dicts map one to one. Deliberate differences: the input is
+padded to a multiple of ``2**depth`` (reflect) and cropped back, where the official code pads
+each upsampled map to its skip; the output may be a global residual (default) or BladeNet's
+sigmoid image.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from deblurstack import Backbone, Guidance, image_residual, pad_to_multiple
+
+
+class DoubleConv(nn.Module):
+    """(3x3 conv -> BatchNorm -> ReLU) twice."""
+
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None) -> None:
+        super().__init__()
+        mid_channels = mid_channels or out_channels
+        self.double_conv = nn.Sequential(
+            nn.Conv2d(in_channels, mid_channels, kernel_size=3, padding=1),
+            nn.BatchNorm2d(mid_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid_channels, out_channels, kernel_size=3, padding=1),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.double_conv(x)
+
+
+class Down(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.maxpool_conv = nn.Sequential(nn.MaxPool2d(2), DoubleConv(in_channels, out_channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.maxpool_conv(x)
+
+
+class Up(nn.Module):
+    """Bilinear x2, concatenate [skip, upsampled], guidance point, DoubleConv(in -> in/2 -> out)."""
+
+    def __init__(self, in_channels: int, out_channels: int, point: str) -> None:
+        super().__init__()
+        self.point = point
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+        self.conv = DoubleConv(in_channels, out_channels, in_channels // 2)
+
+    def forward(self, x: Tensor, skip: Tensor, guidance: Guidance | None) -> Tensor:
+        x = torch.cat([skip, self.up(x)], dim=1)
+        return self.conv(Backbone.guide(self.point, x, guidance))
+
+
+class OutConv(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class UNet(Backbone):
+    """U-Net with ``depth`` max-pool levels; channels ``width * 2**level``, halved at the bottom.
+
+    Args:
+        in_channels: image channels plus prior channels (set by the stack builder).
+        out_channels: output image channels.
+        width: channels of the first level (BladeNet: 64).
+        depth: number of down-sampling levels (BladeNet: 4).
+        output: ``residual`` adds the input image; ``sigmoid`` returns sigmoid(head) as BladeNet does.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        width: int = 64,
+        depth: int = 4,
+        output: Literal["residual", "sigmoid"] = "residual",
+    ) -> None:
+        super().__init__()
+        if depth < 1 or width < 2:
+            raise ValueError(f"depth must be >= 1 and width >= 2, got depth={depth}, width={width}")
+        self.output = output
+        self.depth = depth
+        self.pad_multiple = 2**depth
+        # encoder level k has width * 2**k channels; the bottom repeats the level above (bilinear U-Net)
+        channels = [width * 2**k for k in range(depth)] + [width * 2 ** (depth - 1)]
+        self.inc = DoubleConv(in_channels, channels[0])
+        for k in range(1, depth + 1):
+            self.add_module(f"down{k}", Down(channels[k - 1], channels[k]))
+        for j in range(1, depth + 1):
+            level = depth - j  # resolution level the block outputs
+            concatenated = 2 * channels[level]  # skip + upsampled map, which have equal widths
+            out = channels[level - 1] if level > 0 else width
+            point = f"decoder_s{2**level}"
+            self.add_module(f"up{j}", Up(concatenated, out, point))
+            self.insertion_points[point] = concatenated
+        self.outc = OutConv(width, out_channels)
+
+    def forward(self, image: Tensor, guidance: Guidance | None = None) -> Tensor:
+        height, width = image.shape[-2:]
+        x = pad_to_multiple(image, self.pad_multiple, mode="reflect")
+        skips = [self.inc(x)]
+        for k in range(1, self.depth + 1):
+            skips.append(getattr(self, f"down{k}")(skips[-1]))
+        x = skips.pop()
+        for j in range(1, self.depth + 1):
+            x = getattr(self, f"up{j}")(x, skips.pop(), guidance)
+        x = self.outc(x)[..., :height, :width]
+        if self.output == "sigmoid":
+            return torch.sigmoid(x)
+        return image_residual(x, image)

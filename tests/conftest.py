@@ -1,0 +1,227 @@
+"""Shared helpers: installed-like distributions on disk, and small real components for tests."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+def write_distribution(root: Path, name: str, modules: dict[str, str], entry_points: dict[str, str],
+                       version: str = "1.0") -> Path:
+    """Lay out an installed distribution as pip does: modules plus ``<name>-<version>.dist-info``
+    with METADATA and entry_points.txt. Put ``root`` on sys.path to 'install' it."""
+    for module, source in modules.items():
+        path = root / (module.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+    info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = "".join(f"{key} = {value}\n" for key, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[deblurstack.plugins]\n{lines}")
+    return root
+
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    """``installed(name, modules, entry_points)`` makes a distribution importable for this test."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    added: list[str] = []
+
+    def install(name: str, modules: dict[str, str], entry_points: dict[str, str], version: str = "1.0") -> Path:
+        write_distribution(root, name, modules, entry_points, version)
+        added.extend(modules)
+        importlib.invalidate_caches()
+        return root
+
+    yield install
+    for module in added:
+        sys.modules.pop(module, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small real components that exercise what the built-in plugins do not yet: priors with
+# auxiliary inputs and guidance, a backbone without extra channels, translators, datasets.
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from deblurstack import (  # noqa: E402
+    BackboneRecord,
+    DatasetRecord,
+    LossRecord,
+    MaskSourceRecord,
+    MetricRecord,
+    Prior,
+    PriorOutput,
+    PriorRecord,
+    Translator,
+    TranslatorRecord,
+    hookimpl,
+)
+
+
+class LabelMeanPrior(Prior):
+    """Projects the image to ``channels`` features and replaces each by its mean over each label."""
+
+    def __init__(self, channels: int = 2) -> None:
+        super().__init__()
+        self.out_channels = channels
+        self.project = nn.Conv2d(3, channels, 3, padding=1)
+
+    def forward(self, image, aux):
+        features = self.project(image)
+        labels = aux["masks"].long()
+        batch, channels = features.shape[:2]
+        count = int(labels.max()) + 1
+        flat = (labels + count * torch.arange(batch).view(-1, 1, 1)).flatten()  # one id per (image, label)
+        sums = torch.zeros(batch * count, channels).index_add_(0, flat, features.permute(0, 2, 3, 1).reshape(-1, channels))
+        sizes = torch.bincount(flat, minlength=batch * count).clamp(min=1).unsqueeze(1)
+        means = (sums / sizes)[flat].view(batch, *labels.shape[1:], channels).permute(0, 3, 1, 2)
+        return PriorOutput(channels=means)
+
+
+class SpatialGatePrior(Prior):
+    """Guidance: multiplies backbone features by a learned sigmoid gate; Dice-style loss to a blur mask."""
+
+    def __init__(self, insertion_points: dict, points: list[str] = ("decoder_s1",), weight: float = 0.01) -> None:
+        super().__init__()
+        unknown = [p for p in points if p not in insertion_points]
+        if unknown:
+            raise ValueError(f"unknown insertion points {unknown}; the backbone has {sorted(insertion_points)}")
+        self.weight = weight
+        self.gates = nn.ModuleDict({p: nn.Conv2d(insertion_points[p], 1, 7, padding=3) for p in points})
+
+    def forward(self, image, aux):
+        output = PriorOutput()
+        for point, conv in self.gates.items():
+            def apply(features, conv=conv, point=point):
+                gate = torch.sigmoid(conv(features))
+                output.extras[point] = gate
+                return features * gate
+            output.guidance[point] = apply
+        return output
+
+    def aux_losses(self, output, batch):
+        mask = batch["blur_mask"]
+        losses = {}
+        for point, gate in output.extras.items():
+            target = nn.functional.interpolate(mask, size=gate.shape[-2:])
+            losses[f"dice_{point}"] = self.weight * (1 - (gate * target).sum() / (gate + target).sum())
+        return losses
+
+
+class PlainNet(nn.Module):
+    """A backbone that takes exactly three channels."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 3, 3, padding=1))
+
+    def forward(self, image):
+        return image + self.body(image)
+
+
+class NeedsDepth(PlainNet):
+    def __init__(self, depth: int, width: int = 8) -> None:
+        super().__init__(width)
+
+
+class ColorShift(Translator):
+    """A per-pixel residual colour transform."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = nn.Conv2d(3, 3, 1)
+
+    def forward(self, image):
+        return image + self.mix(image)
+
+
+class MultiScaleL1(nn.Module):
+    def forward(self, prediction, target):
+        return sum((p - nn.functional.interpolate(target, size=p.shape[-2:], mode="bilinear")).abs().mean()
+                   for p in prediction) / len(prediction)
+
+
+class Pairs:
+    """Folder pairs (only the configuration matters here)."""
+
+    def __init__(self, root: str, patch_size: int = 256) -> None:
+        self.root, self.patch_size = root, patch_size
+
+
+class BlockLabels:
+    def __init__(self, block: int = 8) -> None:
+        self.block = block
+
+    def __call__(self, image):
+        height, width = image.shape[-2:]
+        rows = torch.arange(height).div(self.block, rounding_mode="floor")
+        cols = torch.arange(width).div(self.block, rounding_mode="floor")
+        return rows[:, None] * (width // self.block + 1) + cols[None, :]
+
+
+class MeanAbsoluteError:
+    def __call__(self, output, target):
+        return float((output - target).abs().mean())
+
+
+class ComponentsForTests:
+    """A plugin object registering the components above."""
+
+    @hookimpl
+    def deblurstack_priors(self):
+        return [
+            PriorRecord(name="label_mean", factory=LabelMeanPrior, summary="Mean of projected features per label",
+                        out_channels="channels", requires=("masks",)),
+            PriorRecord(name="spatial_gate", factory=SpatialGatePrior, summary="Sigmoid gates on decoder features",
+                        guidance=True, requires=("blur_mask",)),
+        ]
+
+    @hookimpl
+    def deblurstack_backbones(self):
+        return [
+            BackboneRecord(name="plain", factory=PlainNet, summary="Three channels in, three out", extra_channels=False),
+            BackboneRecord(name="needs_depth", factory=NeedsDepth, summary="Has a required parameter",
+                           extra_channels=False),
+        ]
+
+    @hookimpl
+    def deblurstack_translators(self):
+        return [TranslatorRecord(name="color_shift", factory=ColorShift, summary="Residual 1x1 colour transform")]
+
+    @hookimpl
+    def deblurstack_losses(self):
+        return [LossRecord(name="multiscale_l1", factory=MultiScaleL1, summary="L1 over every scale", multiscale=True)]
+
+    @hookimpl
+    def deblurstack_datasets(self):
+        return [
+            DatasetRecord(name="pairs", factory=Pairs, summary="Blurry/sharp folder pairs"),
+            DatasetRecord(name="local_pairs", factory=Pairs, summary="Pairs with blur masks", provides=("blur_mask",)),
+        ]
+
+    @hookimpl
+    def deblurstack_mask_sources(self):
+        return [MaskSourceRecord(name="blocks", factory=BlockLabels, summary="Square blocks as segments")]
+
+    @hookimpl
+    def deblurstack_metrics(self):
+        return [MetricRecord(name="mae", factory=MeanAbsoluteError, summary="Mean absolute error",
+                             higher_is_better=False)]
+
+
+@pytest.fixture
+def test_components(register_plugin):
+    """The components above, registered into the process-wide manager for one test."""
+    register_plugin(ComponentsForTests(), name="test_components")

@@ -1,0 +1,170 @@
+"""Stacks built from YAML: composition, forward/backward, guidance, frozen parts, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from deblurstack import ConfigError, Stack, build_stack, save_atomic
+from deblurstack.testing import make_aux
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def batch(height=37, width=29, size=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.rand(size, 3, height, width, generator=generator)
+    blurry = (target + 0.05 * torch.randn(target.shape, generator=generator)).clamp(0, 1)
+    return {"input": blurry, "target": target}
+
+
+def test_the_example_stack_builds_and_runs_forward_and_backward():
+    stack = build_stack(EXAMPLES / "unet_psnr.yaml")
+    assert isinstance(stack, Stack)
+    data = batch()
+    output = stack.run(data["input"])
+    assert output.image.shape == data["input"].shape
+    total, terms = stack.compute_loss(output, data)
+    assert set(terms) == {"psnr"} and torch.isfinite(total)
+    total.backward()
+    grads = [p.grad for p in stack.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_a_stack_adds_nothing_to_its_backbone_when_it_has_no_priors():
+    stack = build_stack({"stack": {"backbone": {"type": "unet.tiny"}}}).eval()
+    x = batch()["input"]
+    with torch.no_grad():
+        assert torch.equal(stack(x), stack.backbone(x))
+
+
+@pytest.mark.usefixtures("test_components")
+def test_prior_channels_are_concatenated_and_the_backbone_widened():
+    stack = build_stack({"stack": {"priors": [{"type": "label_mean", "channels": 3}], "backbone": {"type": "unet.tiny"},
+                                   "losses": [{"type": "l1"}]}})
+    assert stack.backbone.inc.double_conv[0].in_channels == 6
+    data = batch()
+    data["masks"] = make_aux("masks", data["input"])
+    output = stack.run(data["input"], {"masks": data["masks"]})
+    assert output.priors[0].channels.shape == (2, 3, 37, 29)
+    assert output.image.shape == data["input"].shape
+    total, _ = stack.compute_loss(output, data)
+    total.backward()
+    assert stack.priors[0].project.weight.grad.abs().sum() > 0  # the prior learns through the backbone
+
+
+@pytest.mark.usefixtures("test_components")
+def test_guidance_acts_at_insertion_points_and_adds_auxiliary_losses():
+    config = {"stack": {"priors": [{"type": "spatial_gate", "points": ["decoder_s1", "decoder_s2"]}],
+                        "backbone": {"type": "unet.tiny"}, "losses": [{"type": "l1", "weight": 0.5}]}}
+    stack = build_stack(config)
+    assert set(stack.priors[0].gates) == {"decoder_s1", "decoder_s2"}
+    assert stack.priors[0].gates["decoder_s1"].in_channels == stack.backbone.insertion_points["decoder_s1"] == 16
+    data = batch()
+    data["blur_mask"] = make_aux("blur_mask", data["input"])
+    output = stack.run(data["input"])
+    assert output.priors[0].extras["decoder_s2"].shape == (2, 1, 20, 16)  # half of the input padded to 40 x 32
+    total, terms = stack.compute_loss(output, data)
+    assert set(terms) == {"l1", "priors.0.dice_decoder_s1", "priors.0.dice_decoder_s2"}
+    assert torch.allclose(total, sum(terms.values()))
+    total.backward()
+    assert stack.priors[0].gates["decoder_s2"].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.usefixtures("test_components")
+def test_a_guidance_point_the_backbone_lacks_is_reported_with_its_key_path():
+    config = {"stack": {"priors": [{"type": "spatial_gate", "points": ["decoder_s8"]}], "backbone": {"type": "unet.tiny"}}}
+    with pytest.raises(ConfigError, match=r"stack.priors\[0\]: prior 'spatial_gate' could not be built: ValueError: "
+                                          r"unknown insertion points \['decoder_s8'\]"):
+        build_stack(config)
+
+
+def test_weighted_losses_sum_to_the_total():
+    stack = build_stack({"stack": {"backbone": {"type": "unet.tiny"},
+                                   "losses": [{"type": "l1", "weight": 2.0}, {"type": "l1", "weight": 0.5},
+                                              {"type": "charbonnier"}]}})
+    data = batch()
+    output = stack.run(data["input"])
+    total, terms = stack.compute_loss(output, data)
+    l1 = (output.image - data["target"]).abs().mean()
+    assert set(terms) == {"l1", "l1_1", "charbonnier"}
+    assert torch.allclose(terms["l1"], 2 * l1) and torch.allclose(terms["l1_1"], 0.5 * l1)
+    assert torch.allclose(total, 2.5 * l1 + terms["charbonnier"])
+
+
+@pytest.mark.usefixtures("test_components")
+def test_a_multiscale_loss_receives_every_scale():
+    stack = build_stack({"stack": {"backbone": {"type": "unet.tiny"}, "losses": [{"type": "multiscale_l1"}]}})
+    data = batch()
+    total, terms = stack.compute_loss(stack.run(data["input"]), data)
+    assert torch.isfinite(total) and set(terms) == {"multiscale_l1"}
+
+
+@pytest.mark.usefixtures("test_components")
+def test_a_translator_trains_while_the_frozen_backbone_keeps_its_weights(tmp_path):
+    weights = tmp_path / "unet.pth"
+    reference = build_stack({"stack": {"backbone": {"type": "unet.tiny"}}}).backbone
+    save_atomic({"params": reference.state_dict()}, weights)
+    stack = build_stack({"stack": {"translator": {"type": "color_shift"},
+                                   "backbone": {"type": "unet.tiny", "checkpoint": str(weights), "frozen": True},
+                                   "losses": [{"type": "l1"}]}})
+    assert stack.frozen == ("backbone",)
+    assert all(torch.equal(a, b) for a, b in zip(stack.backbone.state_dict().values(), reference.state_dict().values()))
+    stack.train()
+    assert stack.translator.training and not stack.backbone.training  # batch norm statistics stay fixed
+    before = {k: v.clone() for k, v in stack.backbone.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in stack.parameters() if p.requires_grad], lr=0.1)
+    data = batch()
+    total, _ = stack.compute_loss(stack.run(data["input"]), data)
+    total.backward()
+    optimizer.step()
+    assert stack.translator.mix.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in stack.backbone.parameters())
+    assert all(torch.equal(before[k], v) for k, v in stack.backbone.state_dict().items())
+
+
+def test_a_checkpoint_of_another_width_names_the_mismatched_keys(tmp_path):
+    weights = tmp_path / "w8.pth"
+    save_atomic({"params": build_stack({"stack": {"backbone": {"type": "unet.tiny"}}}).backbone.state_dict()}, weights)
+    with pytest.raises(ConfigError) as caught:
+        build_stack({"stack": {"backbone": {"type": "unet.small", "checkpoint": str(weights)}}})
+    message = str(caught.value)
+    assert message.startswith("<dict>: stack.backbone.checkpoint: ")
+    assert "shape mismatch: inc.double_conv.0.weight (8, 3, 3, 3) in the file vs (16, 3, 3, 3) in the model" in message
+    assert "missing keys: down3." in message and "\n" not in message
+
+
+def test_a_checkpoint_that_needs_code_execution_is_refused(tmp_path):
+    weights = tmp_path / "evil.pth"
+    torch.save({"params": {}, "hook": Stack}, weights)  # pickles a class reference
+    with pytest.raises(ConfigError, match="refused to load: it needs code execution to unpickle"):
+        build_stack({"stack": {"backbone": {"type": "unet.tiny", "checkpoint": str(weights)}}})
+
+
+def test_checkpoint_key_and_strictness_are_configurable(tmp_path):
+    weights = tmp_path / "ema.pth"
+    source = build_stack({"stack": {"backbone": {"type": "unet.tiny"}}}).backbone
+    state = source.state_dict()
+    save_atomic({"params": {}, "params_ema": state}, weights)
+    with pytest.raises(ConfigError, match="missing keys: inc.double_conv.0.weight"):
+        build_stack({"stack": {"backbone": {"type": "unet.tiny", "checkpoint": str(weights)}}})
+    loaded = build_stack({"stack": {"backbone": {"type": "unet.tiny",
+                                                 "checkpoint": {"path": str(weights), "key": "params_ema"}}}}).backbone
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), state.values()))
+    partial = {k: v for k, v in state.items() if k.startswith("inc.")}
+    save_atomic(partial, weights)
+    build_stack({"stack": {"backbone": {"type": "unet.tiny", "checkpoint": {"path": str(weights), "strict": False}}}})
+
+
+def test_stack_state_dict_round_trips(tmp_path):
+    config = {"stack": {"backbone": {"type": "unet.tiny"}}}
+    first, second = build_stack(config).eval(), build_stack(config).eval()
+    path = tmp_path / "stack.pth"
+    save_atomic(first.state_dict(), path)
+    second.load_state_dict(torch.load(path, weights_only=True))
+    x = batch()["input"]
+    with torch.no_grad():
+        assert torch.equal(first(x), second(x))
