@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +34,9 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tenso
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = " ".join(str(error).split())[:200]
-        raise CheckpointError(f"{path}: refused to load: it needs code execution to unpickle (weights_only=True): {reason}") from None
+        raise CheckpointError(
+            f"{path}: refused to load: it needs code execution to unpickle (weights_only=True): {reason}"
+        ) from None
     except Exception as error:
         raise CheckpointError(f"{path}: not a readable torch checkpoint: {type(error).__name__}: {error}") from None
     if not isinstance(loaded, Mapping):
@@ -45,7 +48,9 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tenso
     elif not all(isinstance(v, Tensor) for v in loaded.values()):
         found = next((k for k in STATE_DICT_KEYS if isinstance(loaded.get(k), Mapping)), None)
         if found is None:
-            raise CheckpointError(f"{path}: no state dict under {', '.join(STATE_DICT_KEYS)} (keys: {', '.join(map(str, loaded))})")
+            raise CheckpointError(
+                f"{path}: no state dict under {', '.join(STATE_DICT_KEYS)} (keys: {', '.join(map(str, loaded))})"
+            )
         loaded = loaded[found]
     return dict(loaded)
 

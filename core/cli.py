@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from deblurstack.errors import DeblurstackError, PluginError, PluginWarning, did_you_mean
 from deblurstack.records import KINDS
@@ -25,16 +26,25 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    common.add_argument("--block", action="append", metavar="PLUGIN", default=argparse.SUPPRESS,
-                        help="do not load this plugin (repeatable; also DEBLURSTACK_BLOCK_PLUGINS=a,b)")
+    common.add_argument(
+        "--block",
+        action="append",
+        metavar="PLUGIN",
+        default=argparse.SUPPRESS,
+        help="do not load this plugin (repeatable; also DEBLURSTACK_BLOCK_PLUGINS=a,b)",
+    )
 
     parser = _Parser(prog="deblurstack", description="Compose deblurring stacks from plugins.", parents=[common])
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True, parser_class=_Parser)
 
-    plugins = groups.add_parser("plugins", help="installed plugins").add_subparsers(dest="command", metavar="ACTION", required=True)
+    plugins = groups.add_parser("plugins", help="installed plugins").add_subparsers(
+        dest="command", metavar="ACTION", required=True
+    )
     plugins.add_parser("list", parents=[common], help="plugins with distribution, version, hooks and components")
 
-    components = groups.add_parser("components", help="registered components").add_subparsers(dest="command", metavar="ACTION", required=True)
+    components = groups.add_parser("components", help="registered components").add_subparsers(
+        dest="command", metavar="ACTION", required=True
+    )
     listing = components.add_parser("list", parents=[common], help="components, optionally filtered")
     listing.add_argument("pattern", nargs="?", help="shell-style pattern on names and name.preset, e.g. 'u*'")
     listing.add_argument("--kind", choices=list(KINDS), help="only this kind")
@@ -42,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name", help="component name, or name.preset")
     show.add_argument("--kind", choices=list(KINDS), help="when the name exists in several kinds")
 
-    config = groups.add_parser("config", help="configuration files").add_subparsers(dest="command", metavar="ACTION", required=True)
+    config = groups.add_parser("config", help="configuration files").add_subparsers(
+        dest="command", metavar="ACTION", required=True
+    )
     check = config.add_parser("check", parents=[common], help="print the resolved config, or its errors")
     check.add_argument("file", help="YAML config file")
     check.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stack.backbone.width=16")
@@ -89,8 +101,15 @@ def plugins_list(args: argparse.Namespace) -> None:
     from deblurstack.registry import get_plugin_manager
 
     manager = get_plugin_manager()
-    rows = [(info.name, info.distribution, ", ".join(h.removeprefix("deblurstack_") for h in info.hooks),
-             ", ".join(info.components) or "-") for info in manager.plugin_infos()]
+    rows = [
+        (
+            info.name,
+            info.distribution,
+            ", ".join(h.removeprefix("deblurstack_") for h in info.hooks),
+            ", ".join(info.components) or "-",
+        )
+        for info in manager.plugin_infos()
+    ]
     _table(("PLUGIN", "DISTRIBUTION", "HOOKS", "COMPONENTS"), rows)
     for failure in manager.failures:
         print(f"skipped: {failure}")
@@ -101,9 +120,13 @@ def components_list(args: argparse.Namespace) -> None:
 
     found = get_plugin_manager().find(args.pattern, args.kind)
     if not found:
-        raise DeblurstackError(f"no component matches {args.pattern or '*'!r}" + (f" among {args.kind}s" if args.kind else ""))
-    rows = [(c.kind, c.name, ", ".join(c.record.presets) or "-", f"{c.plugin} ({c.distribution})", c.record.summary)
-            for c in found]
+        raise DeblurstackError(
+            f"no component matches {args.pattern or '*'!r}" + (f" among {args.kind}s" if args.kind else "")
+        )
+    rows = [
+        (c.kind, c.name, ", ".join(c.record.presets) or "-", f"{c.plugin} ({c.distribution})", c.record.summary)
+        for c in found
+    ]
     _table(("KIND", "NAME", "PRESETS", "PLUGIN", "SUMMARY"), rows)
 
 
@@ -148,11 +171,16 @@ def model_card(component: Any, preset: str | None = None) -> str:
 
     record = component.record
     if preset is not None and preset not in record.presets:
-        raise PluginError(f"unknown preset {preset!r} of {record.kind} {record.name!r}{did_you_mean(preset, record.presets)} "
-                          f"(presets: {', '.join(record.presets) or 'none'})")
+        raise PluginError(
+            f"unknown preset {preset!r} of {record.kind} {record.name!r}{did_you_mean(preset, record.presets)} "
+            f"(presets: {', '.join(record.presets) or 'none'})"
+        )
     title = f"{record.name}.{preset}" if preset else record.name
-    lines = [f"{record.kind} {title}  (plugin {component.plugin}, {component.distribution})", f"  {record.summary}",
-             f"  factory: {record.factory if isinstance(record.factory, str) else record.factory.__qualname__}"]
+    lines = [
+        f"{record.kind} {title}  (plugin {component.plugin}, {component.distribution})",
+        f"  {record.summary}",
+        f"  factory: {record.factory if isinstance(record.factory, str) else record.factory.__qualname__}",
+    ]
     if record.reference:
         lines.append(f"  reference: {record.reference}")
     if record.requires:
@@ -162,13 +190,17 @@ def model_card(component: Any, preset: str | None = None) -> str:
     if record.presets:
         lines.append("  presets:")
         for name, params in record.presets.items():
-            lines.append(f"    {record.name}.{name}: " + ", ".join(f"{k}={_format_value(v)}" for k, v in params.items()))
+            lines.append(
+                f"    {record.name}.{name}: " + ", ".join(f"{k}={_format_value(v)}" for k, v in params.items())
+            )
     factory = record.load_factory()
     signature = read_signature(factory)
     chosen = dict(record.presets.get(preset, {})) if preset else {}
     lines.append("  parameters:")
     for parameter in signature.parameters.values():
-        default = "required" if parameter.required else f"= {_format_value(chosen.get(parameter.name, parameter.default))}"
+        default = (
+            "required" if parameter.required else f"= {_format_value(chosen.get(parameter.name, parameter.default))}"
+        )
         doc = f"  {parameter.doc}" if parameter.doc else ""
         lines.append(f"    {parameter.name}: {parameter.type_text} {default}{doc}")
     if record.kind == "backbone":
@@ -195,9 +227,9 @@ def _format_value(value: Any) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in (header, *rows):
-        cells = [str(cell).ljust(width) for cell, width in zip(row, widths)]
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]
         print("  ".join(cells).rstrip())
 
 

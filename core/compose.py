@@ -27,13 +27,14 @@ factory's parameters, except the reserved options ``checkpoint`` and ``frozen`` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from deblurstack.config import Config, config_from_dict, load_config
 from deblurstack.errors import CheckpointError, ConfigError, DeblurstackError, did_you_mean
-from deblurstack.params import EMPTY, Signature, read_signature
+from deblurstack.params import Signature, read_signature
 from deblurstack.records import KINDS, ComponentRecord
 from deblurstack.registry import Component, PluginManager, get_plugin_manager
 
@@ -41,8 +42,13 @@ IMAGE_CHANNELS = 3
 SECTIONS = ("name", "seed", "stack", "data", "metrics", "train")
 STACK_KEYS = ("translator", "priors", "backbone", "losses")
 #: keys of a component node that configure the stack, not the factory
-OPTIONS = {"backbone": ("checkpoint", "frozen"), "prior": ("checkpoint", "frozen"), "translator": ("checkpoint", "frozen"),
-           "loss": ("weight",), "dataset": ("aux",)}
+OPTIONS = {
+    "backbone": ("checkpoint", "frozen"),
+    "prior": ("checkpoint", "frozen"),
+    "translator": ("checkpoint", "frozen"),
+    "loss": ("weight",),
+    "dataset": ("aux",),
+}
 #: inputs every sample has
 BASIC_INPUTS = ("input", "target")
 
@@ -117,13 +123,19 @@ class ResolvedConfig:
             prior = self._build_model(node, **({"insertion_points": points} if node.record.guidance else {}))
             declared = _prior_channels(node)
             if getattr(prior, "out_channels", 0) != declared:
-                raise ConfigError(self.config.error(
-                    node.keypath, f"prior {node.type!r} built with out_channels={getattr(prior, 'out_channels', 0)}, "
-                    f"but its record declares {declared} (a bug in plugin {node.component.plugin!r})"))
+                raise ConfigError(
+                    self.config.error(
+                        node.keypath,
+                        f"prior {node.type!r} built with out_channels={getattr(prior, 'out_channels', 0)}, "
+                        f"but its record declares {declared} (a bug in plugin {node.component.plugin!r})",
+                    )
+                )
             priors.append(prior)
         losses, names = {}, _unique_names(self.losses)
-        for name, node in zip(names, self.losses):
-            losses[name] = WeightedLoss(node.build(), node.options.get("weight", 1.0), node.record.multiscale, node.record.requires)
+        for name, node in zip(names, self.losses, strict=True):
+            losses[name] = WeightedLoss(
+                node.build(), node.options.get("weight", 1.0), node.record.multiscale, node.record.requires
+            )
         frozen = [name for name, node in self._model_nodes() if node.options.get("frozen")]
         return Stack(backbone, priors, translator, losses, frozen)
 
@@ -145,15 +157,17 @@ class ResolvedConfig:
         return module
 
 
-def resolve_config(config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str] = (),
-                   manager: PluginManager | None = None) -> ResolvedConfig:
+def resolve_config(
+    config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str] = (), manager: PluginManager | None = None
+) -> ResolvedConfig:
     """Check a configuration completely; raise :class:`ConfigError` listing every problem."""
     config = _as_config(config, overrides)
     return _Resolver(config, manager or get_plugin_manager()).resolve()
 
 
-def build_stack(config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str] = (),
-                manager: PluginManager | None = None) -> Any:
+def build_stack(
+    config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str] = (), manager: PluginManager | None = None
+) -> Any:
     """Build the :class:`~deblurstack.stack.Stack` a configuration (a file, a dict or a Config) describes."""
     return resolve_config(config, overrides, manager).build_stack()
 
@@ -180,7 +194,9 @@ class _Resolver:
         resolved = ResolvedConfig(self.config, {})
         for key in data:
             if key not in SECTIONS:
-                self.problem(str(key), f"unknown section{did_you_mean(str(key), SECTIONS)} (sections: {', '.join(SECTIONS)})")
+                self.problem(
+                    str(key), f"unknown section{did_you_mean(str(key), SECTIONS)} (sections: {', '.join(SECTIONS)})"
+                )
         if "name" in data and not isinstance(data["name"], str):
             self.problem("name", f"must be a string, got {data['name']!r}")
         if "seed" in data and (isinstance(data["seed"], bool) or not isinstance(data["seed"], int)):
@@ -207,13 +223,18 @@ class _Resolver:
             return
         for key in stack:
             if key not in STACK_KEYS:
-                self.problem(f"stack.{key}", f"unknown key{did_you_mean(str(key), STACK_KEYS)} (keys: {', '.join(STACK_KEYS)})")
+                self.problem(
+                    f"stack.{key}", f"unknown key{did_you_mean(str(key), STACK_KEYS)} (keys: {', '.join(STACK_KEYS)})"
+                )
         if stack.get("translator") is not None:
             resolved.translator = self.node("translator", stack["translator"], "stack.translator")
         resolved.priors = self.node_list("prior", stack.get("priors"), "stack.priors")
         if stack.get("backbone") is None:
-            self.problem("stack.backbone", "missing: every stack needs a backbone"
-                         f" (backbones: {', '.join(self.manager.components('backbone')) or 'none installed'})")
+            self.problem(
+                "stack.backbone",
+                "missing: every stack needs a backbone"
+                f" (backbones: {', '.join(self.manager.components('backbone')) or 'none installed'})",
+            )
         else:
             resolved.backbone = self.node("backbone", stack["backbone"], "stack.backbone")
         resolved.losses = self.node_list("loss", stack.get("losses"), "stack.losses")
@@ -224,31 +245,44 @@ class _Resolver:
             self.check_guidance(resolved.backbone, resolved.priors)
         for _, node in resolved._model_nodes():
             if node.options.get("frozen") is True and not node.options.get("checkpoint"):
-                self.problem(f"{node.keypath}.frozen", f"a frozen {node.record.kind} learns nothing from random weights: "
-                             f"set {node.keypath}.checkpoint")
+                self.problem(
+                    f"{node.keypath}.frozen",
+                    f"a frozen {node.record.kind} learns nothing from random weights: set {node.keypath}.checkpoint",
+                )
 
     def check_channels(self, backbone: ResolvedNode, priors: list[ResolvedNode]) -> None:
         """Priors append channels to the image; the backbone must take exactly that many."""
         added = [(node, _prior_channels(node)) for node in priors]
         for node, channels in added:
             if channels is None:
-                self.problem(node.keypath, f"prior {node.type!r} declares out_channels={node.record.out_channels!r}, "
-                             f"which is not an integer parameter of its factory (plugin {node.component.plugin!r})")
+                self.problem(
+                    node.keypath,
+                    f"prior {node.type!r} declares out_channels={node.record.out_channels!r}, "
+                    f"which is not an integer parameter of its factory (plugin {node.component.plugin!r})",
+                )
         extra = sum(channels or 0 for _, channels in added)
         if not backbone.record.extra_channels:
             if extra:
-                adders = ", ".join(f"{node.keypath} ({node.type}) adds {channels}" for node, channels in added if channels)
+                adders = ", ".join(
+                    f"{node.keypath} ({node.type}) adds {channels}" for node, channels in added if channels
+                )
                 self.problem("stack.priors", f"backbone {backbone.type!r} takes no extra input channels, but {adders}")
             return
         if "in_channels" not in backbone.signature.parameters:
-            self.problem("stack.backbone", f"backbone {backbone.type!r} declares extra_channels but its factory has no "
-                         f"in_channels parameter (plugin {backbone.component.plugin!r})")
+            self.problem(
+                "stack.backbone",
+                f"backbone {backbone.type!r} declares extra_channels but its factory has no "
+                f"in_channels parameter (plugin {backbone.component.plugin!r})",
+            )
             return
         expected = IMAGE_CHANNELS + extra
         stated = backbone.params.get("in_channels")  # present only when the YAML or a preset sets it
         if stated is not None and stated != expected:
             parts = " + ".join([f"image {IMAGE_CHANNELS}"] + [f"{n.type} {c}" for n, c in added if c])
-            self.problem("stack.backbone.in_channels", f"is {stated}, but {parts} = {expected}; leave it out and the builder sets it")
+            self.problem(
+                "stack.backbone.in_channels",
+                f"is {stated}, but {parts} = {expected}; leave it out and the builder sets it",
+            )
         backbone.params["in_channels"] = expected
 
     def check_guidance(self, backbone: ResolvedNode, priors: list[ResolvedNode]) -> None:
@@ -256,13 +290,21 @@ class _Resolver:
         for node in priors:
             if node.record.guidance:
                 if not backbone.record.insertion_points:
-                    self.problem(node.keypath, f"prior {node.type!r} guides backbone features, but backbone "
-                                 f"{backbone.type!r} has no insertion points")
+                    self.problem(
+                        node.keypath,
+                        f"prior {node.type!r} guides backbone features, but backbone "
+                        f"{backbone.type!r} has no insertion points",
+                    )
                 if "insertion_points" not in node.signature.parameters:
-                    self.problem(node.keypath, f"prior {node.type!r} declares guidance but its factory has no "
-                                 f"insertion_points parameter (plugin {node.component.plugin!r})")
+                    self.problem(
+                        node.keypath,
+                        f"prior {node.type!r} declares guidance but its factory has no "
+                        f"insertion_points parameter (plugin {node.component.plugin!r})",
+                    )
                 elif "insertion_points" in node.params:
-                    self.problem(f"{node.keypath}.insertion_points", "is set by the builder from the backbone; leave it out")
+                    self.problem(
+                        f"{node.keypath}.insertion_points", "is set by the builder from the backbone; leave it out"
+                    )
 
     def resolve_data(self, data: Any, resolved: ResolvedConfig) -> None:
         if data is None:
@@ -285,8 +327,11 @@ class _Resolver:
                 if source_node is None:
                     continue
                 if name not in source_node.record.provides:
-                    self.problem(f"{keypath}.aux.{name}", f"mask source {source_node.type!r} provides "
-                                 f"{', '.join(source_node.record.provides) or 'nothing'}, not {name!r}")
+                    self.problem(
+                        f"{keypath}.aux.{name}",
+                        f"mask source {source_node.type!r} provides "
+                        f"{', '.join(source_node.record.provides) or 'nothing'}, not {name!r}",
+                    )
                 node.aux[str(name)] = source_node
 
     def check_aux_inputs(self, resolved: ResolvedConfig) -> None:
@@ -297,11 +342,16 @@ class _Resolver:
             for consumer in consumers:
                 for name in consumer.record.requires:
                     if name not in provided:
-                        sources = [c.name for c in self.manager.components("mask_source").values() if name in c.record.provides]
+                        sources = [
+                            c.name for c in self.manager.components("mask_source").values() if name in c.record.provides
+                        ]
                         hint = f" ({', '.join(sources)})" if sources else " (no installed mask source provides it)"
-                        self.problem(f"data.{split}", f"{consumer.record.kind} {consumer.type!r} ({consumer.keypath}) needs "
-                                     f"input {name!r}, which dataset {dataset.type!r} does not provide; add "
-                                     f"data.{split}.aux.{name} with a mask source{hint}")
+                        self.problem(
+                            f"data.{split}",
+                            f"{consumer.record.kind} {consumer.type!r} ({consumer.keypath}) needs "
+                            f"input {name!r}, which dataset {dataset.type!r} does not provide; add "
+                            f"data.{split}.aux.{name} with a mask source{hint}",
+                        )
 
     def explicit(self, resolved: ResolvedConfig) -> dict[str, Any]:
         """The configuration with every parameter written out (what a run folder records)."""
@@ -337,7 +387,9 @@ class _Resolver:
         """Check one ``{type: name[.preset], ...}`` node against its record and factory signature."""
         choices = ", ".join(self.manager.components(kind)) or "none installed"
         if not isinstance(value, Mapping):
-            self.problem(keypath, f"must be a mapping like {{type: <{kind}>}}, got {value!r} ({kind} choices: {choices})")
+            self.problem(
+                keypath, f"must be a mapping like {{type: <{kind}>}}, got {value!r} ({kind} choices: {choices})"
+            )
             return None
         type_name = value.get("type")
         if not isinstance(type_name, str) or not type_name:
@@ -354,14 +406,19 @@ class _Resolver:
         if preset:
             if preset not in record.presets:
                 known = ", ".join(record.presets) or "none"
-                self.problem(f"{keypath}.type", f"unknown preset {preset!r} of {kind} {name!r}{did_you_mean(preset, record.presets)} (presets: {known})")
+                suggestion = did_you_mean(preset, record.presets)
+                message = f"unknown preset {preset!r} of {kind} {name!r}{suggestion} (presets: {known})"
+                self.problem(f"{keypath}.type", message)
                 return None
             preset_params = record.presets[preset]
         try:
             signature = read_signature(record.load_factory())
         except Exception as error:
-            self.problem(f"{keypath}.type", f"{kind} {name!r} (plugin {component.plugin!r}, {component.distribution}) "
-                         f"cannot import its factory {record.factory!r}: {type(error).__name__}: {error}")
+            self.problem(
+                f"{keypath}.type",
+                f"{kind} {name!r} (plugin {component.plugin!r}, {component.distribution}) "
+                f"cannot import its factory {record.factory!r}: {type(error).__name__}: {error}",
+            )
             return None
         option_names = OPTIONS.get(kind, ())
         options = {key: value[key] for key in option_names if key in value}
@@ -369,7 +426,9 @@ class _Resolver:
             options.setdefault("weight", 1.0)
         self.check_options(options, keypath)
         params = {**preset_params, **{k: v for k, v in value.items() if k != "type" and k not in option_names}}
-        node = ResolvedNode(keypath, component, preset or None, {}, options, source=self.config.source, signature=signature)
+        node = ResolvedNode(
+            keypath, component, preset or None, {}, options, source=self.config.source, signature=signature
+        )
         builder_sets = _builder_sets(record)
         for key, given in params.items():
             parameter = signature.parameters.get(key)
@@ -377,8 +436,11 @@ class _Resolver:
                 if signature.open:
                     node.params[key] = given
                     continue
-                self.problem(f"{keypath}.{key}", f"unknown parameter of {kind} {name!r}{did_you_mean(str(key), signature.parameters)} "
-                             f"(parameters: {', '.join(p for p in signature.parameters if p not in builder_sets) or 'none'})")
+                self.problem(
+                    f"{keypath}.{key}",
+                    f"unknown parameter of {kind} {name!r}{did_you_mean(str(key), signature.parameters)} "
+                    f"(parameters: {', '.join(p for p in signature.parameters if p not in builder_sets) or 'none'})",
+                )
                 continue
             checked, problem = parameter.check(given)
             if problem:
@@ -388,8 +450,10 @@ class _Resolver:
             if parameter.name in node.params or parameter.name in builder_sets:
                 continue
             if parameter.required:
-                self.problem(f"{keypath}.{parameter.name}", f"missing required parameter of {kind} {name!r}"
-                             + (f": {parameter.doc}" if parameter.doc else ""))
+                self.problem(
+                    f"{keypath}.{parameter.name}",
+                    f"missing required parameter of {kind} {name!r}" + (f": {parameter.doc}" if parameter.doc else ""),
+                )
             else:
                 node.params[parameter.name] = parameter.default
         return node
@@ -405,13 +469,19 @@ class _Resolver:
         if "checkpoint" in options and options["checkpoint"] is not None:
             spec = options["checkpoint"]
             spec = {"path": spec} if isinstance(spec, str) else spec
-            if not isinstance(spec, Mapping) or not isinstance(spec.get("path"), str) or set(spec) - {"path", "key", "strict"}:
-                self.problem(f"{keypath}.checkpoint", f"must be a file path or {{path, key, strict}}, got {options['checkpoint']!r}")
+            if (
+                not isinstance(spec, Mapping)
+                or not isinstance(spec.get("path"), str)
+                or set(spec) - {"path", "key", "strict"}
+            ):
+                self.problem(
+                    f"{keypath}.checkpoint",
+                    f"must be a file path or {{path, key, strict}}, got {options['checkpoint']!r}",
+                )
                 return
             if not Path(spec["path"]).is_file():
                 self.problem(f"{keypath}.checkpoint", f"no such file: {spec['path']}")
             options["checkpoint"] = {"path": spec["path"], "key": spec.get("key"), "strict": spec.get("strict", True)}
-
 
 
 def _builder_sets(record: ComponentRecord) -> tuple[str, ...]:

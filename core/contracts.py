@@ -8,8 +8,9 @@ builder and ``deblurstack.testing`` only rely on the attributes and signatures b
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn

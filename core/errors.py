@@ -7,7 +7,7 @@ the plugin. The CLI prints it as is and exits with status 2.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class DeblurstackError(Exception):

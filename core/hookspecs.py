@@ -8,7 +8,8 @@ values are ignored. Implementations may accept fewer arguments than a spec lists
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from deblurstack.markers import hookspec
 
@@ -240,4 +241,3 @@ def deblurstack_run_end(run: RunState, status: str) -> None:
         def deblurstack_run_end(run, status):
             print(f"{run.directory.name}: {status} after {run.step} steps")
     """
-

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 EMPTY = inspect.Parameter.empty
 
@@ -55,8 +56,11 @@ class Parameter:
             return adapter.validate_python(_tuples(value), strict=True), None
         except ValidationError:
             pass
+        message = first["msg"][0].lower() + first["msg"][1:]
         where = "".join(f"[{part}]" for part in first["loc"])
-        return value, f"{first['msg'][0].lower()}{first['msg'][1:]}{' at ' + where if where else ''} (expected {self.type_text}, got {value!r})"
+        if where:
+            message += f" at {where}"
+        return value, f"{message} (expected {self.type_text}, got {value!r})"
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def _parameter_docs(factory: Callable[..., Any]) -> dict[str, str]:
     return docs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _adapter(annotation: Any) -> Any:
     if annotation is EMPTY or annotation is Any:
         return None

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 PRESET_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")

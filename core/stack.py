@@ -11,8 +11,9 @@ Build one from YAML with :func:`deblurstack.build_stack`; the constructor takes 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -110,7 +111,7 @@ class Stack(nn.Module):
     def compute_loss(self, output: StackOutput, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         """The total weighted loss and its terms (``{"l1": ..., "priors.0.ce": ...}``)."""
         terms = {name: loss(output, batch) for name, loss in self.losses.items()}
-        for index, (prior, prior_output) in enumerate(zip(self.priors, output.priors)):
+        for index, (prior, prior_output) in enumerate(zip(self.priors, output.priors, strict=True)):
             aux_losses = getattr(prior, "aux_losses", None)
             for name, value in (aux_losses(prior_output, batch) if aux_losses else {}).items():
                 terms[f"priors.{index}.{name}"] = value

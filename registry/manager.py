@@ -14,8 +14,9 @@ import fnmatch
 import importlib.metadata
 import os
 import warnings
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any, Collection, Iterable
+from typing import Any
 
 import pluggy
 
@@ -86,9 +87,7 @@ class PluginManager(pluggy.PluginManager):
 
     # ------------------------------------------------------------------ loading
 
-    def load_entrypoints(
-        self, group: str = ENTRY_POINT_GROUP, *, distributions: Collection[str] | None = None
-    ) -> int:
+    def load_entrypoints(self, group: str = ENTRY_POINT_GROUP, *, distributions: Collection[str] | None = None) -> int:
         """Register the plugins of every installed distribution (or only of ``distributions``).
 
         Returns how many plugins were registered; failures are in ``self.failures``.
@@ -139,7 +138,9 @@ class PluginManager(pluggy.PluginManager):
     def components(self, kind: str) -> dict[str, Component]:
         """All components of ``kind`` by name (hooks are called once, then cached)."""
         if kind not in KINDS:
-            raise PluginError(f"unknown component kind {kind!r}{did_you_mean(kind, KINDS)} (choose from: {', '.join(KINDS)})")
+            raise PluginError(
+                f"unknown component kind {kind!r}{did_you_mean(kind, KINDS)} (choose from: {', '.join(KINDS)})"
+            )
         if kind not in self._tables:
             self._tables[kind] = self._collect(kind)
         return self._tables[kind]
@@ -150,7 +151,9 @@ class PluginManager(pluggy.PluginManager):
         if name in table:
             return table[name]
         if not table:
-            raise PluginError(f"unknown {kind} {name!r}: no {kind} is registered (is the plugin that provides it installed?)")
+            raise PluginError(
+                f"unknown {kind} {name!r}: no {kind} is registered (is the plugin that provides it installed?)"
+            )
         raise PluginError(f"unknown {kind} {name!r}{did_you_mean(name, table)} (choose from: {', '.join(table)})")
 
     def find(self, pattern: str | None = None, kind: str | None = None) -> list[Component]:
@@ -201,13 +204,15 @@ class PluginManager(pluggy.PluginManager):
                 )
                 if problems:
                     name = getattr(record, "name", "?")
-                    self._report(PluginFailure(plugin, dist, f"malformed {kind} record {name!r}: {'; '.join(problems)}"))
+                    self._report(
+                        PluginFailure(plugin, dist, f"malformed {kind} record {name!r}: {'; '.join(problems)}")
+                    )
                     continue
                 if record.name in table:
                     first = table[record.name]
                     raise PluginError(
-                        f"{kind} {record.name!r} is registered twice: by plugin {first.plugin!r} ({first.distribution}) "
-                        f"and by plugin {plugin!r} ({dist}); block one with {BLOCK_ENV}=<plugin>"
+                        f"{kind} {record.name!r} is registered twice: by plugin {first.plugin!r} "
+                        f"({first.distribution}) and by plugin {plugin!r} ({dist}); block one with {BLOCK_ENV}=<plugin>"
                     )
                 table[record.name] = Component(record, plugin, dist)
         return dict(sorted(table.items()))
@@ -224,7 +229,9 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def create_plugin_manager(*, autoload: bool = True, blocked: Iterable[str] = (), strict: bool | None = None) -> PluginManager:
+def create_plugin_manager(
+    *, autoload: bool = True, blocked: Iterable[str] = (), strict: bool | None = None
+) -> PluginManager:
     """A new manager: blocked plugins (argument and ``DEBLURSTACK_BLOCK_PLUGINS``), then entry points."""
     manager = PluginManager(strict=strict)
     from_env = [n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()]

@@ -13,8 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
 
-def write_distribution(root: Path, name: str, modules: dict[str, str], entry_points: dict[str, str],
-                       version: str = "1.0") -> Path:
+def write_distribution(
+    root: Path, name: str, modules: dict[str, str], entry_points: dict[str, str], version: str = "1.0"
+) -> Path:
     """Lay out an installed distribution as pip does: modules plus ``<name>-<version>.dist-info``
     with METADATA and entry_points.txt. Put ``root`` on sys.path to 'install' it."""
     for module, source in modules.items():
@@ -84,7 +85,9 @@ class LabelMeanPrior(Prior):
         batch, channels = features.shape[:2]
         count = int(labels.max()) + 1
         flat = (labels + count * torch.arange(batch).view(-1, 1, 1)).flatten()  # one id per (image, label)
-        sums = torch.zeros(batch * count, channels).index_add_(0, flat, features.permute(0, 2, 3, 1).reshape(-1, channels))
+        sums = torch.zeros(batch * count, channels).index_add_(
+            0, flat, features.permute(0, 2, 3, 1).reshape(-1, channels)
+        )
         sizes = torch.bincount(flat, minlength=batch * count).clamp(min=1).unsqueeze(1)
         means = (sums / sizes)[flat].view(batch, *labels.shape[1:], channels).permute(0, 3, 1, 2)
         return PriorOutput(channels=means)
@@ -104,10 +107,12 @@ class SpatialGatePrior(Prior):
     def forward(self, image, aux):
         output = PriorOutput()
         for point, conv in self.gates.items():
+
             def apply(features, conv=conv, point=point):
                 gate = torch.sigmoid(conv(features))
                 output.extras[point] = gate
                 return features * gate
+
             output.guidance[point] = apply
         return output
 
@@ -149,8 +154,9 @@ class ColorShift(Translator):
 
 class MultiScaleL1(nn.Module):
     def forward(self, prediction, target):
-        return sum((p - nn.functional.interpolate(target, size=p.shape[-2:], mode="bilinear")).abs().mean()
-                   for p in prediction) / len(prediction)
+        return sum(
+            (p - nn.functional.interpolate(target, size=p.shape[-2:], mode="bilinear")).abs().mean() for p in prediction
+        ) / len(prediction)
 
 
 class Pairs:
@@ -182,18 +188,31 @@ class ComponentsForTests:
     @hookimpl
     def deblurstack_priors(self):
         return [
-            PriorRecord(name="label_mean", factory=LabelMeanPrior, summary="Mean of projected features per label",
-                        out_channels="channels", requires=("masks",)),
-            PriorRecord(name="spatial_gate", factory=SpatialGatePrior, summary="Sigmoid gates on decoder features",
-                        guidance=True, requires=("blur_mask",)),
+            PriorRecord(
+                name="label_mean",
+                factory=LabelMeanPrior,
+                summary="Mean of projected features per label",
+                out_channels="channels",
+                requires=("masks",),
+            ),
+            PriorRecord(
+                name="spatial_gate",
+                factory=SpatialGatePrior,
+                summary="Sigmoid gates on decoder features",
+                guidance=True,
+                requires=("blur_mask",),
+            ),
         ]
 
     @hookimpl
     def deblurstack_backbones(self):
         return [
-            BackboneRecord(name="plain", factory=PlainNet, summary="Three channels in, three out", extra_channels=False),
-            BackboneRecord(name="needs_depth", factory=NeedsDepth, summary="Has a required parameter",
-                           extra_channels=False),
+            BackboneRecord(
+                name="plain", factory=PlainNet, summary="Three channels in, three out", extra_channels=False
+            ),
+            BackboneRecord(
+                name="needs_depth", factory=NeedsDepth, summary="Has a required parameter", extra_channels=False
+            ),
         ]
 
     @hookimpl
@@ -217,8 +236,9 @@ class ComponentsForTests:
 
     @hookimpl
     def deblurstack_metrics(self):
-        return [MetricRecord(name="mae", factory=MeanAbsoluteError, summary="Mean absolute error",
-                             higher_is_better=False)]
+        return [
+            MetricRecord(name="mae", factory=MeanAbsoluteError, summary="Mean absolute error", higher_is_better=False)
+        ]
 
 
 @pytest.fixture

@@ -122,11 +122,18 @@ class RewardsNoise(nn.Module):
 class Broken:
     @hookimpl
     def deblurstack_backbones(self):
-        return [BackboneRecord(name=name, factory=factory, summary="broken on purpose", insertion_points=points)
-                for name, factory, points in [
-                    ("no_padding", NoPadding, ()), ("ignores_extra", IgnoresExtraChannels, ()), ("noisy", Noisy, ()),
-                    ("unsaved_scale", UnsavedScale, ()), ("nan_gradient", NanGradient, ()),
-                    ("skips_guidance", SkipsGuidance, ("decoder_s1",)), ("undeclared_point", SkipsGuidance, ())]]
+        return [
+            BackboneRecord(name=name, factory=factory, summary="broken on purpose", insertion_points=points)
+            for name, factory, points in [
+                ("no_padding", NoPadding, ()),
+                ("ignores_extra", IgnoresExtraChannels, ()),
+                ("noisy", Noisy, ()),
+                ("unsaved_scale", UnsavedScale, ()),
+                ("nan_gradient", NanGradient, ()),
+                ("skips_guidance", SkipsGuidance, ("decoder_s1",)),
+                ("undeclared_point", SkipsGuidance, ()),
+            ]
+        ]
 
     @hookimpl
     def deblurstack_priors(self):
@@ -137,17 +144,24 @@ class Broken:
         return [LossRecord(name="rewards_noise", factory=RewardsNoise, summary="s")]
 
 
-@pytest.mark.parametrize("kind, name, message", [
-    ("backbone", "no_padding", r"output \(2, 3, 16, 20\) for input \(2, 3, 17, 21\)"),
-    ("backbone", "ignores_extra", "ignores the extra input channels"),
-    ("backbone", "noisy", "two builds under seed 1234 differ"),
-    ("backbone", "unsaved_scale", "state_dict round trip changes the output"),
-    ("backbone", "nan_gradient", "has non-finite gradients"),
-    ("backbone", "skips_guidance", r"guidance was applied at \{\} \(point: channels\), expected \{'decoder_s1': 3\}"),
-    ("backbone", "undeclared_point", r"insertion points \['decoder_s1'\] are not all declared in its record \[\]"),
-    ("prior", "wrong_channels", "out_channels is 2, the record declares 3"),
-    ("loss", "rewards_noise", "a noisy prediction scores .*, not above the perfect"),
-])
+@pytest.mark.parametrize(
+    "kind, name, message",
+    [
+        ("backbone", "no_padding", r"output \(2, 3, 16, 20\) for input \(2, 3, 17, 21\)"),
+        ("backbone", "ignores_extra", "ignores the extra input channels"),
+        ("backbone", "noisy", "two builds under seed 1234 differ"),
+        ("backbone", "unsaved_scale", "state_dict round trip changes the output"),
+        ("backbone", "nan_gradient", "has non-finite gradients"),
+        (
+            "backbone",
+            "skips_guidance",
+            r"guidance was applied at \{\} \(point: channels\), expected \{'decoder_s1': 3\}",
+        ),
+        ("backbone", "undeclared_point", r"insertion points \['decoder_s1'\] are not all declared in its record \[\]"),
+        ("prior", "wrong_channels", "out_channels is 2, the record declares 3"),
+        ("loss", "rewards_noise", "a noisy prediction scores .*, not above the perfect"),
+    ],
+)
 def test_the_checks_catch_broken_components(plugin_manager, register_plugin, kind, name, message):
     register_plugin(Broken(), name="broken")
     with pytest.raises(AssertionError, match=f"^{name}: {message}"):
@@ -155,11 +169,14 @@ def test_the_checks_catch_broken_components(plugin_manager, register_plugin, kin
 
 
 @pytest.mark.usefixtures("test_components")
-@pytest.mark.parametrize("kind, name, params", [
-    ("prior", "label_mean", {"channels": 3}),
-    ("prior", "spatial_gate", {"points": ["decoder_s1", "decoder_s4"]}),
-    ("translator", "color_shift", None),
-    ("loss", "multiscale_l1", None),
-])
+@pytest.mark.parametrize(
+    "kind, name, params",
+    [
+        ("prior", "label_mean", {"channels": 3}),
+        ("prior", "spatial_gate", {"points": ["decoder_s1", "decoder_s4"]}),
+        ("translator", "color_shift", None),
+        ("loss", "multiscale_l1", None),
+    ],
+)
 def test_the_checks_pass_for_working_priors_translators_and_losses(kind, name, params):
     check_component(kind, name, params)

@@ -12,8 +12,9 @@ from deblurstack import BackboneRecord, LossRecord, hookimpl, hookspecs, records
 from deblurstack.registry import PluginManager
 
 TESTS = Path(__file__).parent
-SPECS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
-               if hasattr(fn, "deblurstack_spec"))
+SPECS = sorted(
+    name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "deblurstack_spec")
+)
 
 
 def test_specs_exist_for_every_kind():
@@ -39,8 +40,11 @@ def test_every_spec_has_a_test_that_calls_it(name):
 
 
 def test_the_spec_module_holds_only_specs():
-    public = {name for name, value in vars(hookspecs).items()
-              if inspect.isfunction(value) and value.__module__ == hookspecs.__name__}
+    public = {
+        name
+        for name, value in vars(hookspecs).items()
+        if inspect.isfunction(value) and value.__module__ == hookspecs.__name__
+    }
     assert public == set(SPECS)
 
 
@@ -68,7 +72,9 @@ def test_hook_deblurstack_priors(plugin_manager):
 
 
 def test_hook_deblurstack_translators(plugin_manager):
-    _registered(plugin_manager, "translator", records.TranslatorRecord(name="t", factory="torch.nn:Identity", summary="s"))
+    _registered(
+        plugin_manager, "translator", records.TranslatorRecord(name="t", factory="torch.nn:Identity", summary="s")
+    )
 
 
 def test_hook_deblurstack_losses(plugin_manager):
@@ -84,7 +90,9 @@ def test_hook_deblurstack_metrics(plugin_manager):
 
 
 def test_hook_deblurstack_mask_sources(plugin_manager):
-    _registered(plugin_manager, "mask_source", records.MaskSourceRecord(name="ms", factory="builtins:dict", summary="s"))
+    _registered(
+        plugin_manager, "mask_source", records.MaskSourceRecord(name="ms", factory="builtins:dict", summary="s")
+    )
 
 
 def test_hook_deblurstack_trainers(plugin_manager):
@@ -161,7 +169,8 @@ def test_hook_deblurstack_validation_end(plugin_manager, run_state):
     plugin_manager.register(recorder)
     image = torch.zeros(3, 4, 4)
     plugin_manager.hook.deblurstack_validation_end(
-        run=run_state, metrics={"val/psnr": 30.0}, samples=[Sample("a", image, image, image)])
+        run=run_state, metrics={"val/psnr": 30.0}, samples=[Sample("a", image, image, image)]
+    )
     assert recorder.events == [("validation", {"val/psnr": 30.0}, ["a"])]
 
 

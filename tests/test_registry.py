@@ -40,8 +40,11 @@ def test_a_third_party_distribution_is_discovered(installed):
 def test_a_plugin_that_fails_to_import_is_reported_and_skipped(installed):
     installed("deblurstack-broken", {"broken_plugin": "import not_a_module_anywhere\n"}, {"broken": "broken_plugin"})
     installed("deblurstack-good", {"good_plugin2": GOOD_PLUGIN}, {"good2": "good_plugin2"})
-    with pytest.warns(PluginWarning, match=r"plugin 'broken' \(deblurstack-broken 1.0\): failed to load: "
-                                           r"ModuleNotFoundError: No module named 'not_a_module_anywhere'; skipped"):
+    with pytest.warns(
+        PluginWarning,
+        match=r"plugin 'broken' \(deblurstack-broken 1.0\): failed to load: "
+        r"ModuleNotFoundError: No module named 'not_a_module_anywhere'; skipped",
+    ):
         manager = create_plugin_manager()
     assert "good_loss" in manager.components("loss") and "unet" in manager.components("backbone")
     assert [f.plugin for f in manager.failures] == ["broken"]
@@ -50,7 +53,9 @@ def test_a_plugin_that_fails_to_import_is_reported_and_skipped(installed):
 def test_strict_mode_makes_a_failing_plugin_fatal(installed, monkeypatch):
     installed("deblurstack-broken", {"broken_plugin3": "raise RuntimeError('boom')\n"}, {"broken3": "broken_plugin3"})
     monkeypatch.setenv("DEBLURSTACK_STRICT_PLUGINS", "1")
-    with pytest.raises(PluginError, match=r"plugin 'broken3' \(deblurstack-broken 1.0\): failed to load: RuntimeError: boom"):
+    with pytest.raises(
+        PluginError, match=r"plugin 'broken3' \(deblurstack-broken 1.0\): failed to load: RuntimeError: boom"
+    ):
         create_plugin_manager()
 
 
@@ -68,20 +73,28 @@ def deblurstack_losses():
 """
     installed("deblurstack-flaky", {"flaky_plugin": source}, {"flaky": "flaky_plugin"})
     manager = create_plugin_manager()
-    with pytest.warns(PluginWarning, match="plugin 'flaky' .*hook deblurstack_backbones raised ValueError: no GPU found"):
+    with pytest.warns(
+        PluginWarning, match="plugin 'flaky' .*hook deblurstack_backbones raised ValueError: no GPU found"
+    ):
         backbones = manager.components("backbone")
     assert "unet" in backbones
     assert "still_here" in manager.components("loss")
 
 
-@pytest.mark.parametrize("record, problem", [
-    ('"not a record"', "expected a BackboneRecord, got str"),
-    ('LossRecord(name="l", factory="a:b", summary="wrong kind")', "expected a BackboneRecord, got LossRecord"),
-    ('BackboneRecord(name="Bad Name", factory="a:b", summary="s")', "name 'Bad Name' must match"),
-    ('BackboneRecord(name="net", factory="no colon", summary="s")', "factory 'no colon' must be a callable"),
-    ('BackboneRecord(name="net", factory="a:b", summary="two\\nlines")', "summary must be one non-empty line"),
-    ('BackboneRecord(name="net", factory="a:b", summary="s", presets={"W 32": {}})', "preset name 'W 32' must match"),
-])
+@pytest.mark.parametrize(
+    "record, problem",
+    [
+        ('"not a record"', "expected a BackboneRecord, got str"),
+        ('LossRecord(name="l", factory="a:b", summary="wrong kind")', "expected a BackboneRecord, got LossRecord"),
+        ('BackboneRecord(name="Bad Name", factory="a:b", summary="s")', "name 'Bad Name' must match"),
+        ('BackboneRecord(name="net", factory="no colon", summary="s")', "factory 'no colon' must be a callable"),
+        ('BackboneRecord(name="net", factory="a:b", summary="two\\nlines")', "summary must be one non-empty line"),
+        (
+            'BackboneRecord(name="net", factory="a:b", summary="s", presets={"W 32": {}})',
+            "preset name 'W 32' must match",
+        ),
+    ],
+)
 def test_a_malformed_record_is_reported_and_skipped(installed, record, problem):
     source = f"""
 from deblurstack import hookimpl, BackboneRecord, LossRecord

@@ -43,8 +43,15 @@ def test_a_stack_adds_nothing_to_its_backbone_when_it_has_no_priors():
 
 @pytest.mark.usefixtures("test_components")
 def test_prior_channels_are_concatenated_and_the_backbone_widened():
-    stack = build_stack({"stack": {"priors": [{"type": "label_mean", "channels": 3}], "backbone": {"type": "unet.tiny"},
-                                   "losses": [{"type": "l1"}]}})
+    stack = build_stack(
+        {
+            "stack": {
+                "priors": [{"type": "label_mean", "channels": 3}],
+                "backbone": {"type": "unet.tiny"},
+                "losses": [{"type": "l1"}],
+            }
+        }
+    )
     assert stack.backbone.inc.double_conv[0].in_channels == 6
     data = batch()
     data["masks"] = make_aux("masks", data["input"])
@@ -58,8 +65,13 @@ def test_prior_channels_are_concatenated_and_the_backbone_widened():
 
 @pytest.mark.usefixtures("test_components")
 def test_guidance_acts_at_insertion_points_and_adds_auxiliary_losses():
-    config = {"stack": {"priors": [{"type": "spatial_gate", "points": ["decoder_s1", "decoder_s2"]}],
-                        "backbone": {"type": "unet.tiny"}, "losses": [{"type": "l1", "weight": 0.5}]}}
+    config = {
+        "stack": {
+            "priors": [{"type": "spatial_gate", "points": ["decoder_s1", "decoder_s2"]}],
+            "backbone": {"type": "unet.tiny"},
+            "losses": [{"type": "l1", "weight": 0.5}],
+        }
+    }
     stack = build_stack(config)
     assert set(stack.priors[0].gates) == {"decoder_s1", "decoder_s2"}
     assert stack.priors[0].gates["decoder_s1"].in_channels == stack.backbone.insertion_points["decoder_s1"] == 16
@@ -76,16 +88,26 @@ def test_guidance_acts_at_insertion_points_and_adds_auxiliary_losses():
 
 @pytest.mark.usefixtures("test_components")
 def test_a_guidance_point_the_backbone_lacks_is_reported_with_its_key_path():
-    config = {"stack": {"priors": [{"type": "spatial_gate", "points": ["decoder_s8"]}], "backbone": {"type": "unet.tiny"}}}
-    with pytest.raises(ConfigError, match=r"stack.priors\[0\]: prior 'spatial_gate' could not be built: ValueError: "
-                                          r"unknown insertion points \['decoder_s8'\]"):
+    config = {
+        "stack": {"priors": [{"type": "spatial_gate", "points": ["decoder_s8"]}], "backbone": {"type": "unet.tiny"}}
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"stack.priors\[0\]: prior 'spatial_gate' could not be built: ValueError: "
+        r"unknown insertion points \['decoder_s8'\]",
+    ):
         build_stack(config)
 
 
 def test_weighted_losses_sum_to_the_total():
-    stack = build_stack({"stack": {"backbone": {"type": "unet.tiny"},
-                                   "losses": [{"type": "l1", "weight": 2.0}, {"type": "l1", "weight": 0.5},
-                                              {"type": "charbonnier"}]}})
+    stack = build_stack(
+        {
+            "stack": {
+                "backbone": {"type": "unet.tiny"},
+                "losses": [{"type": "l1", "weight": 2.0}, {"type": "l1", "weight": 0.5}, {"type": "charbonnier"}],
+            }
+        }
+    )
     data = batch()
     output = stack.run(data["input"])
     total, terms = stack.compute_loss(output, data)
@@ -108,11 +130,20 @@ def test_a_translator_trains_while_the_frozen_backbone_keeps_its_weights(tmp_pat
     weights = tmp_path / "unet.pth"
     reference = build_stack({"stack": {"backbone": {"type": "unet.tiny"}}}).backbone
     save_atomic({"params": reference.state_dict()}, weights)
-    stack = build_stack({"stack": {"translator": {"type": "color_shift"},
-                                   "backbone": {"type": "unet.tiny", "checkpoint": str(weights), "frozen": True},
-                                   "losses": [{"type": "l1"}]}})
+    stack = build_stack(
+        {
+            "stack": {
+                "translator": {"type": "color_shift"},
+                "backbone": {"type": "unet.tiny", "checkpoint": str(weights), "frozen": True},
+                "losses": [{"type": "l1"}],
+            }
+        }
+    )
     assert stack.frozen == ("backbone",)
-    assert all(torch.equal(a, b) for a, b in zip(stack.backbone.state_dict().values(), reference.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(stack.backbone.state_dict().values(), reference.state_dict().values(), strict=True)
+    )
     stack.train()
     assert stack.translator.training and not stack.backbone.training  # batch norm statistics stay fixed
     before = {k: v.clone() for k, v in stack.backbone.state_dict().items()}
@@ -151,9 +182,10 @@ def test_checkpoint_key_and_strictness_are_configurable(tmp_path):
     save_atomic({"params": {}, "params_ema": state}, weights)
     with pytest.raises(ConfigError, match="missing keys: inc.double_conv.0.weight"):
         build_stack({"stack": {"backbone": {"type": "unet.tiny", "checkpoint": str(weights)}}})
-    loaded = build_stack({"stack": {"backbone": {"type": "unet.tiny",
-                                                 "checkpoint": {"path": str(weights), "key": "params_ema"}}}}).backbone
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), state.values()))
+    loaded = build_stack(
+        {"stack": {"backbone": {"type": "unet.tiny", "checkpoint": {"path": str(weights), "key": "params_ema"}}}}
+    ).backbone
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), state.values(), strict=True))
     partial = {k: v for k, v in state.items() if k.startswith("inc.")}
     save_atomic(partial, weights)
     build_stack({"stack": {"backbone": {"type": "unet.tiny", "checkpoint": {"path": str(weights), "strict": False}}}})

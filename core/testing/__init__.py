@@ -20,7 +20,8 @@ round trip. A typical test of a third-party plugin::
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 

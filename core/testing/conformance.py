@@ -7,7 +7,8 @@ builds it with ``params`` and raises ``AssertionError`` naming the component and
 from __future__ import annotations
 
 import io
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +25,11 @@ SEED = 1234
 def check_component(kind: str, name: str, params: Mapping[str, Any] | None = None, **options: Any) -> None:
     """Run the checks of ``kind`` (backbone, prior, translator or loss) on a registered component."""
     checks: dict[str, Callable[..., None]] = {
-        "backbone": check_backbone, "prior": check_prior, "translator": check_translator, "loss": check_loss}
+        "backbone": check_backbone,
+        "prior": check_prior,
+        "translator": check_translator,
+        "loss": check_loss,
+    }
     if kind not in checks:
         raise ValueError(f"no conformance checks for kind {kind!r} (checked kinds: {', '.join(checks)})")
     checks[kind](name, params, **options)
@@ -40,11 +45,20 @@ def check_backbone(name: str, params: Mapping[str, Any] | None = None) -> None:
     for x in image:
         raw = module(x)
         is_list = isinstance(raw, (list, tuple))
-        _expect(is_list == record.multiscale, name, "returns a list of scales, but its record does not say multiscale"
-                if is_list else "returns one tensor, but its record says multiscale")
+        _expect(
+            is_list == record.multiscale,
+            name,
+            "returns a list of scales, but its record does not say multiscale"
+            if is_list
+            else "returns one tensor, but its record says multiscale",
+        )
         out = list(raw) if is_list else [raw]
-        _expect(out[-1].shape == x.shape, name, f"output {tuple(out[-1].shape)} for input {tuple(x.shape)} "
-                f"(inputs whose size is not a multiple of pad_multiple={multiple} must be padded and cropped back)")
+        _expect(
+            out[-1].shape == x.shape,
+            name,
+            f"output {tuple(out[-1].shape)} for input {tuple(x.shape)} "
+            f"(inputs whose size is not a multiple of pad_multiple={multiple} must be padded and cropped back)",
+        )
     _check_gradients(module, lambda: sum(o.mean() for o in _forward_backbone(module, image[-1])), name)
     _check_reproducible(build, lambda m: _forward_backbone(m, image[-1])[-1], name)
 
@@ -55,13 +69,20 @@ def check_backbone(name: str, params: Mapping[str, Any] | None = None) -> None:
         with torch.no_grad():
             out = _forward_backbone(wide, torch.cat([x, extra], 1))[-1]
             changed = _forward_backbone(wide, torch.cat([x, 1 - extra], 1))[-1]
-        _expect(out.shape == x.shape, name, f"with in_channels={IMAGE_CHANNELS + EXTRA_CHANNELS} the output must keep "
-                f"{IMAGE_CHANNELS} image channels (residual on the image channels only), got {tuple(out.shape)}")
+        _expect(
+            out.shape == x.shape,
+            name,
+            f"with in_channels={IMAGE_CHANNELS + EXTRA_CHANNELS} the output must keep "
+            f"{IMAGE_CHANNELS} image channels (residual on the image channels only), got {tuple(out.shape)}",
+        )
         _expect(not torch.equal(out, changed), name, "ignores the extra input channels")
 
     points = getattr(module, "insertion_points", {}) or {}
-    _expect(set(points) <= set(record.insertion_points), name,
-            f"insertion points {sorted(points)} are not all declared in its record {list(record.insertion_points)}")
+    _expect(
+        set(points) <= set(record.insertion_points),
+        name,
+        f"insertion points {sorted(points)} are not all declared in its record {list(record.insertion_points)}",
+    )
     seen: dict[str, int] = {}
 
     def recorder(point: str) -> Callable[[Tensor], Tensor]:
@@ -77,12 +98,18 @@ def check_backbone(name: str, params: Mapping[str, Any] | None = None) -> None:
             plain = _forward_backbone(module, image[-1])[-1]
             guided = module(image[-1], guidance={p: recorder(p) for p in points})
         guided = guided[-1] if isinstance(guided, (list, tuple)) else guided
-        _expect(seen == dict(points), name, f"guidance was applied at {seen} (point: channels), expected {dict(points)}")
+        _expect(
+            seen == dict(points), name, f"guidance was applied at {seen} (point: channels), expected {dict(points)}"
+        )
         _expect(not torch.equal(plain, guided), name, "output does not depend on guidance")
 
 
-def check_prior(name: str, params: Mapping[str, Any] | None = None, aux: Mapping[str, Tensor] | None = None,
-                insertion_points: Mapping[str, int] | None = None) -> None:
+def check_prior(
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    aux: Mapping[str, Tensor] | None = None,
+    insertion_points: Mapping[str, int] | None = None,
+) -> None:
     """Declared channels, required inputs, guidance, gradients, determinism, state_dict."""
     record, build = _builder("prior", name, params)
     injected = {}
@@ -90,16 +117,22 @@ def check_prior(name: str, params: Mapping[str, Any] | None = None, aux: Mapping
         injected["insertion_points"] = dict(insertion_points or {"decoder_s1": 8, "decoder_s2": 16, "decoder_s4": 32})
     declared = build.value(record.out_channels) if isinstance(record.out_channels, str) else record.out_channels
     module = build(**injected)
-    _expect(getattr(module, "out_channels", 0) == declared, name,
-            f"out_channels is {getattr(module, 'out_channels', 0)!r}, the record declares {declared!r}")
+    _expect(
+        getattr(module, "out_channels", 0) == declared,
+        name,
+        f"out_channels is {getattr(module, 'out_channels', 0)!r}, the record declares {declared!r}",
+    )
     for x in _images([(37, 29), (16, 16)]):
         inputs = _aux_inputs(record.requires, x, aux)
         output = module(x, inputs)
         if declared:
             channels = getattr(output, "channels", None)
-            _expect(channels is not None and channels.shape == (x.shape[0], declared, *x.shape[-2:]), name,
-                    f"channels must be {(x.shape[0], declared, *x.shape[-2:])}, got "
-                    f"{None if channels is None else tuple(channels.shape)}")
+            _expect(
+                channels is not None and channels.shape == (x.shape[0], declared, *x.shape[-2:]),
+                name,
+                f"channels must be {(x.shape[0], declared, *x.shape[-2:])}, got "
+                f"{None if channels is None else tuple(channels.shape)}",
+            )
         for point, apply in getattr(output, "guidance", {}).items():
             _expect(point in injected.get("insertion_points", {}), name, f"guides unknown insertion point {point!r}")
             features = torch.rand(x.shape[0], injected["insertion_points"][point], 8, 8)
@@ -158,10 +191,17 @@ def check_loss(name: str, params: Mapping[str, Any] | None = None, aux: Mapping[
     _expect(perfect.dim() == 0 and torch.isfinite(perfect), name, f"must return a finite scalar, got {perfect!r}")
     pred = noisy.clone().requires_grad_(True)
     value = loss(prediction(pred), target, **inputs)
-    _expect(bool(value > perfect), name, f"a noisy prediction scores {value.item():.6g}, not above the perfect {perfect.item():.6g}")
+    _expect(
+        bool(value > perfect),
+        name,
+        f"a noisy prediction scores {value.item():.6g}, not above the perfect {perfect.item():.6g}",
+    )
     value.backward()
-    _expect(pred.grad is not None and bool(torch.isfinite(pred.grad).all()) and bool(pred.grad.abs().sum() > 0), name,
-            "gradient with respect to the prediction must be finite and non-zero")
+    _expect(
+        pred.grad is not None and bool(torch.isfinite(pred.grad).all()) and bool(pred.grad.abs().sum() > 0),
+        name,
+        "gradient with respect to the prediction must be finite and non-zero",
+    )
     again = build()(prediction(noisy), target, **inputs)
     _expect(torch.equal(again, value.detach()), name, "is not deterministic")
 
