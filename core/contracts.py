@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -107,6 +108,34 @@ class Loss(nn.Module):
         raise NotImplementedError
 
 
+class Metric(nn.Module):
+    """Per-image quality of ``output`` against ``target``.
+
+    ``forward(output, target, **aux)`` takes ``B x 3 x H x W`` float images in [0, 1] (``aux``
+    holds the inputs the record ``requires``, e.g. ``input`` for MCR) and returns a ``B`` tensor,
+    or a mapping of named ``B`` tensors when one computation gives several numbers. ``protocol``
+    states in one line exactly how the number is computed; it is printed with every result.
+    """
+
+    protocol: str = ""
+
+    def forward(self, output: Tensor, target: Tensor, **aux: Tensor) -> Tensor | dict[str, Tensor]:
+        raise NotImplementedError
+
+
+class Synthesizer:
+    """Makes one blurry/sharp pair from sharp frames.
+
+    ``__call__(frames, rng)`` receives ``frames``, a list of ``H x W x 3`` float32 RGB arrays in
+    [0, 1] (one frame, or as many consecutive frames as the record's ``frames`` says), and a
+    ``numpy.random.Generator``; it returns ``{"input": blurry, "target": sharp}`` of the same
+    layout, plus any auxiliary outputs the record ``provides`` (``H x W`` arrays).
+    """
+
+    def __call__(self, frames: list[np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
 def pad_to_multiple(image: Tensor, multiple: int, mode: str = "constant") -> Tensor:
     """Pad ``image`` on the right and bottom so that H and W are multiples of ``multiple``.
 
@@ -132,8 +161,10 @@ __all__ = [
     "Backbone",
     "Guidance",
     "Loss",
+    "Metric",
     "Prior",
     "PriorOutput",
+    "Synthesizer",
     "Translator",
     "image_residual",
     "pad_to_multiple",

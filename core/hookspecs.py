@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         MaskSourceRecord,
         MetricRecord,
         PriorRecord,
+        SynthesizerRecord,
         TrainerRecord,
         TranslatorRecord,
     )
@@ -171,6 +172,24 @@ def deblurstack_trainers() -> Sequence[TrainerRecord]:
         def deblurstack_trainers():
             return [TrainerRecord(name="gan", factory="my_pkg.train:GanTrainer",
                                   summary="One D step, then one G step")]
+    """
+
+
+@hookspec
+def deblurstack_synthesizers() -> Sequence[SynthesizerRecord]:
+    """Register blur synthesizers: functions that make a blurry/sharp pair from sharp frames.
+
+    Called once per plugin when the registry is first asked for synthesizers; ``deblurstack
+    synth SRC OUT --type NAME`` runs one over a folder of sharp images (or of frame sequences).
+
+    :return: a list of :class:`~deblurstack.records.SynthesizerRecord`.
+
+    Example::
+
+        @hookimpl
+        def deblurstack_synthesizers():
+            return [SynthesizerRecord(name="defocus", factory="my_pkg.synth:DefocusBlur",
+                                      summary="Disc kernels of random radius in linear space")]
     """
 
 

@@ -205,6 +205,23 @@ class TrainerRecord(ComponentRecord):
     hook: ClassVar[str] = "deblurstack_trainers"
 
 
+@dataclass(frozen=True, kw_only=True)
+class SynthesizerRecord(ComponentRecord):
+    """Makes blurry/sharp pairs from sharp images (``deblurstack synth``).
+
+    Attributes:
+        frames: consecutive sharp frames one pair is made from: an int (1 for single-image
+            synthesizers), or the name of the factory parameter that sets it (frame averaging).
+        provides: auxiliary outputs written beside the pairs, e.g. ``("blur_mask",)``.
+    """
+
+    kind: ClassVar[str] = "synthesizer"
+    hook: ClassVar[str] = "deblurstack_synthesizers"
+
+    frames: int | str = 1
+    provides: tuple[str, ...] = ()
+
+
 RECORD_TYPES: tuple[type[ComponentRecord], ...] = (
     BackboneRecord,
     PriorRecord,
@@ -214,6 +231,7 @@ RECORD_TYPES: tuple[type[ComponentRecord], ...] = (
     MetricRecord,
     MaskSourceRecord,
     TrainerRecord,
+    SynthesizerRecord,
 )
 
 #: kind name -> record class, e.g. ``KINDS["backbone"] is BackboneRecord``.

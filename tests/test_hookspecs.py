@@ -99,6 +99,12 @@ def test_hook_deblurstack_trainers(plugin_manager):
     _registered(plugin_manager, "trainer", records.TrainerRecord(name="tr", factory="builtins:dict", summary="s"))
 
 
+def test_hook_deblurstack_synthesizers(plugin_manager):
+    _registered(
+        plugin_manager, "synthesizer", records.SynthesizerRecord(name="sy", factory="builtins:dict", summary="s")
+    )
+
+
 # ---------------------------------------------------------------- lifecycle hooks
 
 
