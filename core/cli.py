@@ -134,15 +134,13 @@ def components_show(args: argparse.Namespace) -> None:
     from deblurstack.registry import get_plugin_manager
 
     manager = get_plugin_manager()
-    name, _, preset = args.name.partition(".")
+    name = args.name.partition(".")[0]
     kinds = [args.kind] if args.kind else [k for k in KINDS if name in manager.components(k)]
     if not kinds:
         every = sorted({n for k in KINDS for n in manager.components(k)})
         raise PluginError(f"unknown component {name!r}{did_you_mean(name, every)} (see deblurstack components list)")
-    for index, kind in enumerate(kinds):
-        if index:
-            print()
-        print(model_card(manager.get(kind, name), preset or None))
+    cards = [model_card(*manager.resolve(kind, args.name)) for kind in kinds]
+    print("\n\n".join(cards))
 
 
 def config_check(args: argparse.Namespace) -> None:
@@ -165,16 +163,14 @@ COMMANDS = {
 # ---------------------------------------------------------------------- helpers
 
 
-def model_card(component: Any, preset: str | None = None) -> str:
-    """A text card: summary, factory, capabilities, presets, parameters (and size for backbones)."""
+def model_card(component: Any, preset: str | None = None, chosen: dict[str, Any] | None = None) -> str:
+    """A text card: summary, factory, capabilities, presets, parameters (and size for backbones).
+
+    ``chosen`` holds the parameters of ``preset``, shown as the defaults.
+    """
     from deblurstack.params import read_signature
 
-    record = component.record
-    if preset is not None and preset not in record.presets:
-        raise PluginError(
-            f"unknown preset {preset!r} of {record.kind} {record.name!r}{did_you_mean(preset, record.presets)} "
-            f"(presets: {', '.join(record.presets) or 'none'})"
-        )
+    record, chosen = component.record, chosen or {}
     title = f"{record.name}.{preset}" if preset else record.name
     lines = [
         f"{record.kind} {title}  (plugin {component.plugin}, {component.distribution})",
@@ -193,9 +189,8 @@ def model_card(component: Any, preset: str | None = None) -> str:
             lines.append(
                 f"    {record.name}.{name}: " + ", ".join(f"{k}={_format_value(v)}" for k, v in params.items())
             )
-    factory = record.load_factory()
+    factory = component.load_factory()
     signature = read_signature(factory)
-    chosen = dict(record.presets.get(preset, {})) if preset else {}
     lines.append("  parameters:")
     for parameter in signature.parameters.values():
         default = (

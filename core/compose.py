@@ -27,6 +27,8 @@ factory's parameters, except the reserved options ``checkpoint`` and ``frozen`` 
 
 from __future__ import annotations
 
+import enum
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +37,9 @@ from typing import Any
 from deblurstack.config import Config, config_from_dict, load_config
 from deblurstack.errors import CheckpointError, ConfigError, DeblurstackError, did_you_mean
 from deblurstack.params import Signature, read_signature
-from deblurstack.records import KINDS, ComponentRecord
+from deblurstack.records import IMAGE_CHANNELS, KINDS, ComponentRecord
 from deblurstack.registry import Component, PluginManager, get_plugin_manager
 
-IMAGE_CHANNELS = 3
 SECTIONS = ("name", "seed", "stack", "data", "metrics", "train")
 STACK_KEYS = ("translator", "priors", "backbone", "losses")
 #: keys of a component node that configure the stack, not the factory
@@ -51,6 +52,8 @@ OPTIONS = {
 }
 #: inputs every sample has
 BASIC_INPUTS = ("input", "target")
+#: the data split trainers train on; losses' inputs are checked against it alone
+TRAIN_SPLIT = "train"
 
 
 @dataclass
@@ -113,8 +116,6 @@ class ResolvedConfig:
         """Build every module of the stack, load checkpoints and freeze what is frozen."""
         from deblurstack.stack import Stack, WeightedLoss
 
-        if self.backbone is None:
-            raise ConfigError(self.config.error("stack.backbone", "missing: every stack needs a backbone"))
         translator = self._build_model(self.translator) if self.translator else None
         backbone = self._build_model(self.backbone)
         points = dict(getattr(backbone, "insertion_points", {}) or {})
@@ -139,6 +140,27 @@ class ResolvedConfig:
         frozen = [name for name, node in self._model_nodes() if node.options.get("frozen")]
         return Stack(backbone, priors, translator, losses, frozen)
 
+    def build_dataset(self, split: str) -> Any:
+        """The dataset of ``data.<split>``, with its auxiliary-input sources built and attached."""
+        if split not in self.datasets:
+            raise ConfigError(
+                self.config.error("data", f"no split {split!r} (splits: {', '.join(self.datasets) or 'none'})")
+            )
+        node = self.datasets[split]
+        sources = {name: source.build() for name, source in node.aux.items()}
+        return node.build(aux_sources=sources) if sources else node.build()
+
+    def build_metrics(self) -> dict[str, Any]:
+        """The metrics by name (a repeated type gets a suffix: ``ssim``, ``ssim_1``)."""
+        return {name: node.build() for name, node in zip(_unique_names(self.metrics), self.metrics, strict=True)}
+
+    def build_trainer(self) -> Any:
+        if self.trainer is None:
+            raise ConfigError(
+                self.config.error("train", "missing: name a trainer, e.g. train: {type: supervised, ...}")
+            )
+        return self.trainer.build()
+
     def _model_nodes(self) -> list[tuple[str, ResolvedNode]]:
         nodes = [("translator", self.translator)] if self.translator else []
         nodes += [(f"priors.{i}", node) for i, node in enumerate(self.priors)]
@@ -147,6 +169,9 @@ class ResolvedConfig:
     def _build_model(self, node: ResolvedNode, **injected: Any) -> Any:
         module = node.build(**injected)
         checkpoint = node.options.get("checkpoint")
+        if node.options.get("frozen") and not checkpoint and any(True for _ in module.parameters()):
+            message = f"a frozen {node.record.kind} learns nothing from random weights: set {node.keypath}.checkpoint"
+            raise ConfigError(self.config.error(f"{node.keypath}.frozen", message))
         if checkpoint:
             from deblurstack.checkpoint import load_weights
 
@@ -243,12 +268,14 @@ class _Resolver:
         if resolved.backbone is not None and every_prior_resolved:
             self.check_channels(resolved.backbone, resolved.priors)
             self.check_guidance(resolved.backbone, resolved.priors)
-        for _, node in resolved._model_nodes():
-            if node.options.get("frozen") is True and not node.options.get("checkpoint"):
-                self.problem(
-                    f"{node.keypath}.frozen",
-                    f"a frozen {node.record.kind} learns nothing from random weights: set {node.keypath}.checkpoint",
-                )
+        if resolved.backbone is not None and not resolved.backbone.record.multiscale:
+            for node in resolved.losses:
+                if node.record.multiscale:
+                    self.problem(
+                        node.keypath,
+                        f"loss {node.type!r} trains every output scale, but backbone "
+                        f"{resolved.backbone.type!r} returns one image",
+                    )
 
     def check_channels(self, backbone: ResolvedNode, priors: list[ResolvedNode]) -> None:
         """Priors append channels to the image; the backbone must take exactly that many."""
@@ -333,25 +360,38 @@ class _Resolver:
                         f"{', '.join(source_node.record.provides) or 'nothing'}, not {name!r}",
                     )
                 node.aux[str(name)] = source_node
+            if node.aux and "aux_sources" not in node.signature.parameters:
+                self.problem(
+                    f"{keypath}.aux",
+                    f"dataset {node.type!r} takes no auxiliary inputs (its factory has no aux_sources parameter)",
+                )
 
     def check_aux_inputs(self, resolved: ResolvedConfig) -> None:
-        """Every input a prior, loss or metric requires must come from each dataset."""
-        consumers = [*resolved.priors, *resolved.losses, *resolved.metrics]
+        """Each dataset must provide the inputs what runs on it reads.
+
+        Priors' forward inputs are needed everywhere; what losses and priors' auxiliary losses read
+        only in the ``train`` split; what metrics read in the other splits.
+        """
         for split, dataset in resolved.datasets.items():
             provided = {*BASIC_INPUTS, *dataset.record.provides, *dataset.aux}
-            for consumer in consumers:
-                for name in consumer.record.requires:
-                    if name not in provided:
-                        sources = [
-                            c.name for c in self.manager.components("mask_source").values() if name in c.record.provides
-                        ]
-                        hint = f" ({', '.join(sources)})" if sources else " (no installed mask source provides it)"
-                        self.problem(
-                            f"data.{split}",
-                            f"{consumer.record.kind} {consumer.type!r} ({consumer.keypath}) needs "
-                            f"input {name!r}, which dataset {dataset.type!r} does not provide; add "
-                            f"data.{split}.aux.{name} with a mask source{hint}",
-                        )
+            needs = [(node, name) for node in resolved.priors for name in node.record.requires]
+            if split == TRAIN_SPLIT:
+                needs += [(node, name) for node in resolved.priors for name in node.record.training_inputs]
+                needs += [(node, name) for node in resolved.losses for name in node.record.requires]
+            else:
+                needs += [(node, name) for node in resolved.metrics for name in node.record.requires]
+            for consumer, name in needs:
+                if name not in provided:
+                    sources = [
+                        c.name for c in self.manager.components("mask_source").values() if name in c.record.provides
+                    ]
+                    hint = f" ({', '.join(sources)})" if sources else " (no installed mask source provides it)"
+                    self.problem(
+                        f"data.{split}",
+                        f"{consumer.record.kind} {consumer.type!r} ({consumer.keypath}) needs "
+                        f"input {name!r}, which dataset {dataset.type!r} does not provide; add "
+                        f"data.{split}.aux.{name} with a mask source{hint}",
+                    )
 
     def explicit(self, resolved: ResolvedConfig) -> dict[str, Any]:
         """The configuration with every parameter written out (what a run folder records)."""
@@ -395,31 +435,13 @@ class _Resolver:
         if not isinstance(type_name, str) or not type_name:
             self.problem(f"{keypath}.type", f"missing: name a {kind} (choices: {choices})")
             return None
-        name, _, preset = type_name.partition(".")
         try:
-            component = self.manager.get(kind, name)
+            component, preset, preset_params = self.manager.resolve(kind, type_name)
+            signature = read_signature(component.load_factory())
         except DeblurstackError as error:
             self.problem(f"{keypath}.type", str(error))
             return None
-        record = component.record
-        preset_params: Mapping[str, Any] = {}
-        if preset:
-            if preset not in record.presets:
-                known = ", ".join(record.presets) or "none"
-                suggestion = did_you_mean(preset, record.presets)
-                message = f"unknown preset {preset!r} of {kind} {name!r}{suggestion} (presets: {known})"
-                self.problem(f"{keypath}.type", message)
-                return None
-            preset_params = record.presets[preset]
-        try:
-            signature = read_signature(record.load_factory())
-        except Exception as error:
-            self.problem(
-                f"{keypath}.type",
-                f"{kind} {name!r} (plugin {component.plugin!r}, {component.distribution}) "
-                f"cannot import its factory {record.factory!r}: {type(error).__name__}: {error}",
-            )
-            return None
+        record, name = component.record, component.name
         option_names = OPTIONS.get(kind, ())
         options = {key: value[key] for key in option_names if key in value}
         if kind == "loss":
@@ -462,10 +484,11 @@ class _Resolver:
         if "frozen" in options and not isinstance(options["frozen"], bool):
             self.problem(f"{keypath}.frozen", f"must be true or false, got {options['frozen']!r}")
         if "weight" in options:
-            if isinstance(options["weight"], bool) or not isinstance(options["weight"], (int, float)):
-                self.problem(f"{keypath}.weight", f"must be a number, got {options['weight']!r}")
+            weight = options["weight"]
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+                self.problem(f"{keypath}.weight", f"must be a finite number, got {weight!r}")
             else:
-                options["weight"] = float(options["weight"])
+                options["weight"] = float(weight)
         if "checkpoint" in options and options["checkpoint"] is not None:
             spec = options["checkpoint"]
             spec = {"path": spec} if isinstance(spec, str) else spec
@@ -473,6 +496,8 @@ class _Resolver:
                 not isinstance(spec, Mapping)
                 or not isinstance(spec.get("path"), str)
                 or set(spec) - {"path", "key", "strict"}
+                or not isinstance(spec.get("key"), (str, type(None)))
+                or not isinstance(spec.get("strict", True), bool)
             ):
                 self.problem(
                     f"{keypath}.checkpoint",
@@ -490,6 +515,8 @@ def _builder_sets(record: ComponentRecord) -> tuple[str, ...]:
         return ("in_channels",)
     if record.kind == "prior" and record.guidance:
         return ("insertion_points",)
+    if record.kind == "dataset":
+        return ("aux_sources",)
     return ()
 
 
@@ -509,11 +536,16 @@ def _unique_names(nodes: Sequence[ResolvedNode]) -> list[str]:
 
 
 def _plain(value: Any) -> Any:
+    """YAML-safe data: tuples become lists, enums their value, other objects their text."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    return value
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 __all__ = ["ResolvedConfig", "ResolvedNode", "build_stack", "resolve_config", "KINDS"]

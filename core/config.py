@@ -3,7 +3,8 @@
 A file may name the files it extends under ``base`` (a path or a list, relative to the file);
 bases merge first, in order, and the file's own values win. Lists are replaced, not merged.
 Overrides use dotted paths (``stack.backbone.width=16``, ``stack.losses.0.weight=2``) and YAML
-values. ``${...}`` interpolates and ``???`` marks a value that must be given.
+values; a mapping value replaces the node (``stack.losses.0={type: l1}``). ``${...}``
+interpolates and ``???`` marks a value that must be given.
 """
 
 from __future__ import annotations
@@ -69,9 +70,11 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> DictConfig:
     if resolved in chain:
         cycle = " -> ".join(str(p) for p in (*chain, resolved))
         raise ConfigError(f"{chain[-1]}: {BASE_KEY}: cyclic base files: {cycle}")
-    if not path.is_file():
-        where = f"{chain[-1]}: {BASE_KEY}: " if chain else ""
+    where = f"{chain[-1]}: {BASE_KEY}: " if chain else ""
+    if not path.exists():
         raise ConfigError(f"{where}config file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"{where}{path}: not a file")
     try:
         loaded = OmegaConf.load(path)
     except yaml.YAMLError as error:
@@ -79,18 +82,28 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> DictConfig:
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or _first_line(error)
         raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
-    except OmegaConfBaseException as error:
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except (OSError, OmegaConfBaseException) as error:
         raise ConfigError(f"{path}: {_first_line(error)}") from None
     if isinstance(loaded, ListConfig) or not isinstance(loaded, DictConfig):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (stack, data, ...)")
-    bases = loaded.pop(BASE_KEY, None)
-    if bases is None:
+    if BASE_KEY not in loaded:
         return loaded
+    bases = OmegaConf.to_container(loaded, resolve=False)[BASE_KEY]  # base paths are literal, never interpolated
+    del loaded[BASE_KEY]
     bases = [bases] if isinstance(bases, str) else bases
-    if not isinstance(bases, (list, ListConfig)) or not all(isinstance(b, str) for b in bases):
+    if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b != "???" for b in bases):
         raise ConfigError(f"{path}: {BASE_KEY}: must be a file path or a list of file paths")
     parents = [_load_with_bases(path.parent / base, (*chain, resolved)) for base in bases]
-    return OmegaConf.merge(*parents, loaded)
+    try:
+        return OmegaConf.merge(*parents, loaded)
+    except (OmegaConfBaseException, TypeError, ValueError) as error:
+        key = getattr(error, "full_key", "")
+        where = f"{key}: " if key else ""
+        raise ConfigError(
+            f"{path}: {where}does not merge with its base ({', '.join(bases)}): {_first_line(error)}"
+        ) from None
 
 
 def _apply_override(config: DictConfig, override: str, path: Path) -> None:
@@ -104,10 +117,12 @@ def _apply_override(config: DictConfig, override: str, path: Path) -> None:
         if OmegaConf.select(config, parent, default=_ABSENT, throw_on_missing=False) is _ABSENT:
             raise ConfigError(f"override {override!r}: {parent!r} does not exist in {path}")
     try:
-        # from_dotlist parses the value with OmegaConf's safe YAML loader, which reads 1e-3 as a float.
-        parsed = OmegaConf.from_dotlist([f"value={value}"])["value"]
-        OmegaConf.update(config, key, parsed, merge=True, force_add=True)
-    except (yaml.YAMLError, OmegaConfBaseException) as error:
+        # from_dotlist parses the value with OmegaConf's safe YAML loader, which reads 1e-3 as a float;
+        # the value stays unresolved so that ${...} refers to the whole configuration.
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={value}"]), resolve=False)["value"]
+        # a mapping replaces the node (swapping a component), it does not merge into it
+        OmegaConf.update(config, key, parsed, merge=not isinstance(parsed, dict), force_add=True)
+    except (yaml.YAMLError, OmegaConfBaseException, ValueError, IndexError, TypeError, KeyError) as error:
         raise ConfigError(f"override {override!r}: {_first_line(error)}") from None
 
 

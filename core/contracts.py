@@ -16,7 +16,7 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IMAGE_CHANNELS = 3
+from deblurstack.records import IMAGE_CHANNELS
 
 #: insertion point name -> function applied to the feature map there (same shape in and out).
 Guidance = Mapping[str, Callable[[Tensor], Tensor]]

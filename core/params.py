@@ -73,15 +73,13 @@ class Signature:
 
 def read_signature(factory: Callable[..., Any]) -> Signature:
     """Parameters of ``factory`` (a class or a function) with resolved hints and docstring text."""
-    signature = inspect.signature(factory)
     target = factory.__init__ if inspect.isclass(factory) else factory
-    try:
-        hints = typing.get_type_hints(target)
-    except Exception:  # hints that cannot be resolved are simply not checked
-        hints = {}
+    if _is_library_catch_all(target):  # e.g. a module without its own __init__: nn.Module(*args, **kwargs)
+        return Signature({})
+    hints = _type_hints(target)
     docs = _parameter_docs(factory)
     parameters, is_open = {}, False
-    for name, param in signature.parameters.items():
+    for name, param in inspect.signature(factory).parameters.items():
         if param.kind is inspect.Parameter.VAR_KEYWORD:
             is_open = True
         elif param.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
@@ -89,11 +87,33 @@ def read_signature(factory: Callable[..., Any]) -> Signature:
     return Signature(parameters, is_open)
 
 
+def _is_library_catch_all(function: Callable[..., Any]) -> bool:
+    return function is object.__init__ or getattr(function, "__module__", "").startswith("torch.")
+
+
+def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:
+    """Resolved hints; one that cannot be resolved (a TYPE_CHECKING-only name) is left out alone."""
+    try:
+        return typing.get_type_hints(function)
+    except Exception:
+        pass
+    hints = {}
+    for name, annotation in getattr(function, "__annotations__", {}).items():
+        probe = type("Probe", (), {"__annotations__": {name: annotation}, "__module__": function.__module__})
+        try:
+            hints.update(typing.get_type_hints(probe, globalns=getattr(function, "__globals__", None)))
+        except Exception:
+            continue
+    return hints
+
+
 def _parameter_docs(factory: Callable[..., Any]) -> dict[str, str]:
     import docstring_parser
 
     docs: dict[str, str] = {}
-    sources = [factory, factory.__init__] if inspect.isclass(factory) else [factory]
+    # a class inherits the parameter docs of its bases (dataset layouts share PairedImageDataset's)
+    classes = [c for c in inspect.getmro(factory) if c.__module__ != "builtins"] if inspect.isclass(factory) else []
+    sources = [s for c in classes for s in (c, c.__init__)] if classes else [factory]
     for source in sources:
         text = inspect.getdoc(source) if source.__doc__ else None
         if text:

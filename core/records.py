@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+#: channels of the images a stack maps (RGB)
+IMAGE_CHANNELS = 3
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 PRESET_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
 FACTORY_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -29,12 +31,13 @@ class ComponentRecord:
             Its signature is the component's parameter schema.
         summary: one line shown by ``deblurstack components list``.
         presets: named parameter sets, e.g. ``{"w32": {"width": 32}}`` for ``type: nafnet.w32``.
-        requires: auxiliary batch inputs the component reads, e.g. ``("masks",)``.
+        requires: auxiliary inputs the component reads, e.g. ``("masks",)`` (priors, losses, metrics).
         reference: paper or project the component reproduces (shown by ``components show``).
     """
 
     kind: ClassVar[str] = "component"
     hook: ClassVar[str] = ""
+    reads_inputs: ClassVar[bool] = False  # may name auxiliary inputs in ``requires``
 
     name: str
     factory: str | Callable[..., Any]
@@ -75,9 +78,25 @@ class ComponentRecord:
                     found.append(f"preset name {preset!r} must match {PRESET_PATTERN.pattern}")
                 elif not isinstance(params, Mapping):
                     found.append(f"preset {preset!r} must map parameter names to values")
-        if not isinstance(self.requires, tuple) or not all(isinstance(r, str) for r in self.requires):
-            found.append("requires must be a tuple of input names")
+        for spec in fields(self):  # the typed capability fields: flags and name lists
+            value = getattr(self, spec.name)
+            if spec.type == "bool" and not isinstance(value, bool):
+                found.append(f"{spec.name} must be True or False, got {value!r}")
+            elif spec.type == "tuple[str, ...]" and not (
+                isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+            ):
+                found.append(f"{spec.name} must be a tuple of strings, got {value!r}")
+        if self.requires and not self.reads_inputs:
+            found.append(f"requires is not used by a {self.kind} (only priors, losses and metrics read inputs)")
         return found
+
+    def _int_or_parameter(self, field_name: str) -> list[str]:
+        value = getattr(self, field_name)
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return [f"{field_name} must be an int or the name of a factory parameter, got {value!r}"]
+        if isinstance(value, int) and value < 0:
+            return [f"{field_name} must not be negative"]
+        return []
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,8 +106,9 @@ class BackboneRecord(ComponentRecord):
     Attributes:
         extra_channels: the factory takes ``in_channels`` and adds its global residual on the
             three image channels only, so priors may append channels (the builder sets ``in_channels``).
-        insertion_points: names of the feature maps where guidance priors may act
-            (``decoder_s1`` = decoder output at stride 1, ``decoder_s2`` at stride 2, ...).
+        insertion_points: names of the feature maps where guidance priors may act, e.g.
+            ``decoder_s2`` for a decoder feature map at stride 2. A built module offers a subset
+            (``module.insertion_points``: name -> channels), which depends on its parameters.
         multiscale: the forward returns a list of outputs, coarse to fine (MIMO-UNet).
     """
 
@@ -109,35 +129,31 @@ class PriorRecord(ComponentRecord):
             factory parameter that sets it (``"seg_channels"``).
         guidance: the prior acts on backbone insertion points; its factory then takes
             ``insertion_points`` (point name -> channels), which the builder passes.
+        training_inputs: inputs only its auxiliary losses read (e.g. a ground-truth ``blur_mask``),
+            required from training data, never at inference. ``requires`` lists what its forward reads.
     """
 
     kind: ClassVar[str] = "prior"
     hook: ClassVar[str] = "deblurstack_priors"
+    reads_inputs: ClassVar[bool] = True
 
     out_channels: int | str = 0
     guidance: bool = False
+    training_inputs: tuple[str, ...] = ()
 
     def problems(self) -> list[str]:
-        found = super().problems()
-        if isinstance(self.out_channels, bool) or not isinstance(self.out_channels, (int, str)):
-            found.append("out_channels must be an int or the name of a factory parameter")
-        elif isinstance(self.out_channels, int) and self.out_channels < 0:
-            found.append("out_channels must not be negative")
-        return found
+        return super().problems() + self._int_or_parameter("out_channels")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TranslatorRecord(ComponentRecord):
     """Maps an image with unknown blur into the blur domain a (frozen) backbone knows (Blur2Blur).
 
-    Attributes:
-        multiscale: the forward returns a list of outputs, coarse to fine; the stack feeds the last on.
+    A translator may return a coarse-to-fine list of images; the stack feeds the last one on.
     """
 
     kind: ClassVar[str] = "translator"
     hook: ClassVar[str] = "deblurstack_translators"
-
-    multiscale: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,6 +166,7 @@ class LossRecord(ComponentRecord):
 
     kind: ClassVar[str] = "loss"
     hook: ClassVar[str] = "deblurstack_losses"
+    reads_inputs: ClassVar[bool] = True
 
     multiscale: bool = False
 
@@ -179,6 +196,7 @@ class MetricRecord(ComponentRecord):
 
     kind: ClassVar[str] = "metric"
     hook: ClassVar[str] = "deblurstack_metrics"
+    reads_inputs: ClassVar[bool] = True
 
     higher_is_better: bool = True
 
@@ -220,6 +238,9 @@ class SynthesizerRecord(ComponentRecord):
 
     frames: int | str = 1
     provides: tuple[str, ...] = ()
+
+    def problems(self) -> list[str]:
+        return super().problems() + self._int_or_parameter("frames")
 
 
 RECORD_TYPES: tuple[type[ComponentRecord], ...] = (

@@ -104,6 +104,12 @@ class Stack(nn.Module):
         channels = [out.channels for out in prior_outputs if out.channels is not None]
         backbone_input = torch.cat([translated, *channels], dim=1) if channels else translated
         guidance = _merge_guidance(prior_outputs)
+        unknown = set(guidance) - set(getattr(self.backbone, "insertion_points", {}) or {})
+        if unknown:
+            raise ValueError(
+                f"guidance for {sorted(unknown)}, which the backbone does not offer "
+                f"(insertion points: {sorted(getattr(self.backbone, 'insertion_points', {}) or {})})"
+            )
         result = self.backbone(backbone_input, guidance=guidance) if guidance else self.backbone(backbone_input)
         scales = list(result) if isinstance(result, (list, tuple)) else [result]
         return StackOutput(image=scales[-1], scales=scales, translated=translated, priors=prior_outputs)

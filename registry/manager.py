@@ -47,6 +47,16 @@ class Component:
     def name(self) -> str:
         return self.record.name
 
+    def load_factory(self) -> Any:
+        """The record's factory; an import failure names the plugin and its distribution."""
+        try:
+            return self.record.load_factory()
+        except Exception as error:
+            raise PluginError(
+                f"{self.kind} {self.name!r} (plugin {self.plugin!r}, {self.distribution}) cannot import "
+                f"its factory {self.record.factory!r}: {_describe(error)}"
+            ) from error
+
 
 @dataclass(frozen=True)
 class PluginInfo:
@@ -98,9 +108,15 @@ class PluginManager(pluggy.PluginManager):
             dist_name = dist.metadata["Name"] if dist else None
             if distributions is not None and dist_name not in distributions:
                 continue
-            if self.is_blocked(entry_point.name) or self.has_plugin(entry_point.name):
+            if self.is_blocked(entry_point.name):
                 continue
             label = f"{dist_name} {dist.version}" if dist else NOT_INSTALLED
+            if self.has_plugin(entry_point.name):
+                if self._distributions.get(entry_point.name) != label:  # the same entry point seen twice is fine
+                    other = self.distribution_of(entry_point.name)
+                    self._report(PluginFailure(entry_point.name, label, f"plugin name {entry_point.name!r} is "
+                                               f"already taken by {other}"))
+                continue
             try:
                 self.register(entry_point.load(), name=entry_point.name)
             except Exception as error:  # any import-time failure of a third-party module
@@ -155,6 +171,20 @@ class PluginManager(pluggy.PluginManager):
                 f"unknown {kind} {name!r}: no {kind} is registered (is the plugin that provides it installed?)"
             )
         raise PluginError(f"unknown {kind} {name!r}{did_you_mean(name, table)} (choose from: {', '.join(table)})")
+
+    def resolve(self, kind: str, type_name: str) -> tuple[Component, str | None, dict[str, Any]]:
+        """``name`` or ``name.preset`` -> the component, the preset name (or None) and its parameters."""
+        name, dot, preset = type_name.partition(".")
+        component = self.get(kind, name)
+        if not dot:
+            return component, None, {}
+        presets = component.record.presets
+        if preset not in presets:
+            raise PluginError(
+                f"unknown preset {preset!r} of {kind} {name!r}{did_you_mean(preset, presets)} "
+                f"(presets: {', '.join(presets) or 'none'})"
+            )
+        return component, preset, dict(presets[preset])
 
     def find(self, pattern: str | None = None, kind: str | None = None) -> list[Component]:
         """Components whose name (or ``name.preset``) matches the shell-style ``pattern``."""

@@ -93,6 +93,15 @@ class LabelMeanPrior(Prior):
         return PriorOutput(channels=means)
 
 
+class LumaPrior(Prior):
+    """The mean of the colour channels as one extra channel: a prior without parameters."""
+
+    out_channels = 1
+
+    def forward(self, image, aux):
+        return PriorOutput(channels=image.mean(dim=1, keepdim=True))
+
+
 class SpatialGatePrior(Prior):
     """Guidance: multiplies backbone features by a learned sigmoid gate; Dice-style loss to a blur mask."""
 
@@ -136,6 +145,21 @@ class PlainNet(nn.Module):
         return image + self.body(image)
 
 
+class Pyramid(nn.Module):
+    """A multi-scale backbone: residual outputs at 1/4, 1/2 and full size, coarse to fine."""
+
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Conv2d(in_channels, 3, 3, padding=1) for _ in range(3))
+
+    def forward(self, image):
+        outputs = []
+        for scale, head in zip((0.25, 0.5, 1.0), self.heads, strict=True):
+            x = image if scale == 1 else nn.functional.interpolate(image, scale_factor=scale, mode="nearest")
+            outputs.append(x[:, :3] + head(x))
+        return outputs
+
+
 class NeedsDepth(PlainNet):
     def __init__(self, depth: int, width: int = 8) -> None:
         super().__init__(width)
@@ -154,6 +178,7 @@ class ColorShift(Translator):
 
 class MultiScaleL1(nn.Module):
     def forward(self, prediction, target):
+        self.received = len(prediction)
         return sum(
             (p - nn.functional.interpolate(target, size=p.shape[-2:], mode="bilinear")).abs().mean() for p in prediction
         ) / len(prediction)
@@ -162,8 +187,15 @@ class MultiScaleL1(nn.Module):
 class Pairs:
     """Folder pairs (only the configuration matters here)."""
 
-    def __init__(self, root: str, patch_size: int = 256) -> None:
-        self.root, self.patch_size = root, patch_size
+    def __init__(self, root: str, patch_size: int = 256, aux_sources: dict | None = None) -> None:
+        self.root, self.patch_size, self.aux_sources = root, patch_size, aux_sources
+
+
+class PairsWithMasks:
+    """Pairs that bring their own blur masks and take no other auxiliary input."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
 
 
 class BlockLabels:
@@ -195,12 +227,13 @@ class ComponentsForTests:
                 out_channels="channels",
                 requires=("masks",),
             ),
+            PriorRecord(name="luma", factory=LumaPrior, summary="Channel mean", out_channels=1),
             PriorRecord(
                 name="spatial_gate",
                 factory=SpatialGatePrior,
                 summary="Sigmoid gates on decoder features",
                 guidance=True,
-                requires=("blur_mask",),
+                training_inputs=("blur_mask",),
             ),
         ]
 
@@ -210,6 +243,7 @@ class ComponentsForTests:
             BackboneRecord(
                 name="plain", factory=PlainNet, summary="Three channels in, three out", extra_channels=False
             ),
+            BackboneRecord(name="pyramid", factory=Pyramid, summary="Three output scales", multiscale=True),
             BackboneRecord(
                 name="needs_depth", factory=NeedsDepth, summary="Has a required parameter", extra_channels=False
             ),
@@ -227,7 +261,9 @@ class ComponentsForTests:
     def deblurstack_datasets(self):
         return [
             DatasetRecord(name="pairs", factory=Pairs, summary="Blurry/sharp folder pairs"),
-            DatasetRecord(name="local_pairs", factory=Pairs, summary="Pairs with blur masks", provides=("blur_mask",)),
+            DatasetRecord(
+                name="local_pairs", factory=PairsWithMasks, summary="Pairs with blur masks", provides=("blur_mask",)
+            ),
         ]
 
     @hookimpl

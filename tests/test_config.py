@@ -30,7 +30,7 @@ BAD = {
         {"c.yaml": "stack: {backbone: {type: unte}}"},
         [],
         r"c.yaml: stack.backbone.type: unknown backbone 'unte'; did you mean 'unet'\? "
-        r"\(choose from: needs_depth, plain, unet\)",
+        r"\(choose from: needs_depth, plain, pyramid, unet\)",
     ),
     "unknown preset": (
         {"c.yaml": "stack: {backbone: {type: unet.smal}}"},
@@ -98,6 +98,13 @@ BAD = {
         },
         [],
         r"data.train.aux.edges: mask source 'blocks' provides masks, not 'edges'",
+    ),
+    "aux on a dataset that cannot take it": (
+        {
+            "c.yaml": "stack: {backbone: {type: unet}}\ndata: {val: {type: local_pairs, root: d, aux: {masks: {type: blocks}}}}"
+        },
+        [],
+        r"data.val.aux: dataset 'local_pairs' takes no auxiliary inputs \(its factory has no aux_sources parameter\)",
     ),
     "aux that is not a mapping": (
         {"c.yaml": "stack: {backbone: {type: unet}}\ndata: {train: {type: pairs, root: d, aux: [blocks]}}"},
@@ -172,7 +179,7 @@ BAD = {
     "missing backbone": (
         {"c.yaml": "stack: {losses: [{type: l1}]}"},
         [],
-        r"stack.backbone: missing: every stack needs a backbone \(backbones: needs_depth, plain, unet\)",
+        r"stack.backbone: missing: every stack needs a backbone \(backbones: needs_depth, plain, pyramid, unet\)",
     ),
     "missing stack": (
         {"c.yaml": "name: nothing"},
@@ -182,7 +189,7 @@ BAD = {
     "node without a type": (
         {"c.yaml": "stack: {backbone: {width: 16}}"},
         [],
-        r"stack.backbone.type: missing: name a backbone \(choices: needs_depth, plain, unet\)",
+        r"stack.backbone.type: missing: name a backbone \(choices: needs_depth, plain, pyramid, unet\)",
     ),
     "node that is not a mapping": (
         {"c.yaml": "stack: {backbone: unet}"},
@@ -197,12 +204,38 @@ BAD = {
     "loss weight that is not a number": (
         {"c.yaml": "stack: {backbone: {type: unet}, losses: [{type: l1, weight: heavy}]}"},
         [],
-        r"stack.losses\[0\].weight: must be a number, got 'heavy'",
+        r"stack.losses\[0\].weight: must be a finite number, got 'heavy'",
     ),
-    "frozen part without weights": (
-        {"c.yaml": "stack: {backbone: {type: unet, frozen: true}}"},
+    "multiscale loss on a single-scale backbone": (
+        {"c.yaml": "stack: {backbone: {type: unet}, losses: [{type: multiscale_l1}]}"},
         [],
-        r"stack.backbone.frozen: a frozen backbone learns nothing from random weights: set stack.backbone.checkpoint",
+        r"stack.losses\[0\]: loss 'multiscale_l1' trains every output scale, but backbone 'unet' returns one image",
+    ),
+    "loss weight that is not finite": (
+        {"c.yaml": "stack: {backbone: {type: unet}, losses: [{type: l1, weight: .nan}]}"},
+        [],
+        r"stack.losses\[0\].weight: must be a finite number, got nan",
+    ),
+    "empty preset": (
+        {"c.yaml": "stack: {backbone: {type: unet.}}"},
+        [],
+        r"stack.backbone.type: unknown preset '' of backbone 'unet' \(presets: bladenet, small, tiny\)",
+    ),
+    "loss input the training data lacks": (
+        {
+            "c.yaml": """
+            stack: {priors: [{type: spatial_gate}], backbone: {type: unet.tiny}}
+            data: {train: {type: pairs, root: t}, val: {type: pairs, root: v}}
+        """
+        },
+        [],
+        r"data.train: prior 'spatial_gate' \(stack.priors\[0\]\) needs input 'blur_mask', which dataset 'pairs' "
+        r"does not provide",
+    ),
+    "parameter of a module without its own __init__": (
+        {"c.yaml": "stack: {backbone: {type: unet}, losses: [{type: l1, eps: 0.1}]}"},
+        [],
+        r"stack.losses\[0\].eps: unknown parameter of loss 'l1' \(parameters: none\)",
     ),
     "frozen that is not a boolean": (
         {"c.yaml": "stack: {backbone: {type: unet, frozen: maybe}}"},

@@ -118,11 +118,36 @@ def test_weighted_losses_sum_to_the_total():
 
 
 @pytest.mark.usefixtures("test_components")
-def test_a_multiscale_loss_receives_every_scale():
-    stack = build_stack({"stack": {"backbone": {"type": "unet.tiny"}, "losses": [{"type": "multiscale_l1"}]}})
-    data = batch()
-    total, terms = stack.compute_loss(stack.run(data["input"]), data)
-    assert torch.isfinite(total) and set(terms) == {"multiscale_l1"}
+def test_a_multiscale_loss_receives_every_scale_and_others_the_last():
+    stack = build_stack(
+        {"stack": {"backbone": {"type": "pyramid"}, "losses": [{"type": "multiscale_l1"}, {"type": "l1"}]}}
+    )
+    data = batch(height=32, width=40)
+    output = stack.run(data["input"])
+    assert [tuple(s.shape[-2:]) for s in output.scales] == [(8, 10), (16, 20), (32, 40)]
+    total, terms = stack.compute_loss(output, data)
+    assert stack.losses["multiscale_l1"].loss.received == 3
+    assert torch.allclose(terms["l1"], (output.scales[-1] - data["target"]).abs().mean())
+
+
+@pytest.mark.usefixtures("test_components")
+def test_a_frozen_part_with_parameters_needs_weights_but_a_parameter_free_one_does_not():
+    with pytest.raises(
+        ConfigError,
+        match=r"stack.backbone.frozen: a frozen backbone learns nothing from random "
+        r"weights: set stack.backbone.checkpoint",
+    ):
+        build_stack({"stack": {"backbone": {"type": "unet.tiny", "frozen": True}}})
+    stack = build_stack({"stack": {"priors": [{"type": "luma", "frozen": True}], "backbone": {"type": "unet.tiny"}}})
+    assert stack.frozen == ("priors.0",)
+
+
+@pytest.mark.usefixtures("test_components")
+def test_guidance_for_a_point_the_backbone_does_not_offer_is_an_error():
+    stack = build_stack({"stack": {"priors": [{"type": "spatial_gate"}], "backbone": {"type": "unet.tiny"}}})
+    stack.priors[0].gates["decoder_s16"] = stack.priors[0].gates.pop("decoder_s1")
+    with pytest.raises(ValueError, match=r"guidance for \['decoder_s16'\], which the backbone does not offer"):
+        stack.run(batch()["input"])
 
 
 @pytest.mark.usefixtures("test_components")

@@ -73,15 +73,14 @@ def register_plugin() -> Iterator[Callable[..., str]]:
     """``register_plugin(obj, name=None) -> name``: register into the current manager for this test."""
     from deblurstack.registry import get_plugin_manager
 
-    manager = get_plugin_manager()
-    names: list[str] = []
+    registered: list[tuple[Any, str]] = []
 
     def register(plugin: Any, name: str | None = None) -> str:
-        registered = manager.register(plugin, name)
-        names.append(registered)
-        return registered
+        manager = get_plugin_manager()  # at call time: whichever manager the test installed
+        registered.append((manager, manager.register(plugin, name)))
+        return registered[-1][1]
 
     yield register
-    for name in reversed(names):
+    for manager, name in reversed(registered):
         if manager.has_plugin(name):
             manager.unregister(name=name)

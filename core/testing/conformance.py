@@ -137,7 +137,9 @@ def check_prior(
             _expect(point in injected.get("insertion_points", {}), name, f"guides unknown insertion point {point!r}")
             features = torch.rand(x.shape[0], injected["insertion_points"][point], 8, 8)
             _expect(apply(features).shape == features.shape, name, f"guidance at {point!r} changes the feature shape")
-        losses = module.aux_losses(output, {"input": x, "target": x, **inputs}) if hasattr(module, "aux_losses") else {}
+        training = _aux_inputs(record.training_inputs, x, aux)
+        batch = {"input": x, "target": x, **inputs, **training}
+        losses = module.aux_losses(output, batch) if hasattr(module, "aux_losses") else {}
         for key, value in losses.items():
             _expect(value.dim() == 0 and torch.isfinite(value), name, f"auxiliary loss {key!r} must be a finite scalar")
     x = _images([(24, 20)])[0]
@@ -250,10 +252,8 @@ class _Build:
 
 
 def _builder(kind: str, name: str, params: Mapping[str, Any] | None) -> tuple[Any, _Build]:
-    base, _, preset = name.partition(".")
-    record = get_plugin_manager().get(kind, base).record
-    chosen = dict(record.presets[preset]) if preset else {}
-    return record, _Build(record.load_factory(), {**chosen, **(params or {})})
+    component, _, chosen = get_plugin_manager().resolve(kind, name)
+    return component.record, _Build(component.load_factory(), {**chosen, **(params or {})})
 
 
 def _aux_inputs(names: tuple[str, ...], image: Tensor, given: Mapping[str, Tensor] | None) -> dict[str, Tensor]:

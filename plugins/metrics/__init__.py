@@ -1,1 +1,45 @@
-"""(being written)"""
+"""Image-quality metrics: PSNR, SSIM, LPIPS, SAM-Deblur's mode collapse and RealBlur's aligned scores."""
+
+from deblurstack import MetricRecord, hookimpl
+
+
+@hookimpl
+def deblurstack_metrics():
+    module = "deblurstack.plugins.metrics"
+    return [
+        MetricRecord(
+            name="psnr",
+            factory=f"{module}.fidelity:PSNR",
+            summary="PSNR on uint8-rounded RGB (or BT.601 Y), peak 255, as BasicSR/NAFNet calculate_psnr",
+            reference="BasicSR / NAFNet basicsr/metrics/psnr_ssim.py (calculate_psnr)",
+        ),
+        MetricRecord(
+            name="ssim",
+            factory=f"{module}.ssim:SSIM",
+            summary="SSIM on uint8-rounded images: per-channel 11x11 Gaussian (MATLAB/BasicSR) or NAFNet's 3-D one",
+            reference="Wang et al., Image Quality Assessment: From Error Visibility to Structural Similarity, "
+            "IEEE TIP 2004; NAFNet calculate_ssim (ssim3d) for variant gaussian3d",
+        ),
+        MetricRecord(
+            name="lpips",
+            factory=f"{module}.perceptual:LPIPS",
+            summary="LPIPS v0.1 (lpips package, AlexNet by default); backbone weights from a local file",
+            reference="Zhang et al., The Unreasonable Effectiveness of Deep Features as a Perceptual Metric, CVPR 2018",
+            higher_is_better=False,
+        ),
+        MetricRecord(
+            name="mcr",
+            factory=f"{module}.fidelity:ModeCollapse",
+            summary="Mode collapse per image: 1 if the output's PSNR is over 3 dB below the input's; mean = MCR",
+            reference="Li et al., SAM-Deblur: Let Segment Anything Boost Image Deblurring, ICASSP 2024",
+            requires=("input",),
+            higher_is_better=False,
+        ),
+        MetricRecord(
+            name="realblur",
+            factory=f"{module}.realblur:RealBlurAligned",
+            summary="RealBlur/RSBlur PSNR and SSIM after intensity matching and ECC homography alignment",
+            reference="Rim et al., Real-World Blur Dataset for Learning and Benchmarking Deblurring Algorithms, "
+            "ECCV 2020 (evaluation_RealBlur_ecc.py)",
+        ),
+    ]

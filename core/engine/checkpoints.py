@@ -1,0 +1,107 @@
+"""Training checkpoints: the last few by step, the best, and the random states that make a resumed
+run bit-identical to an uninterrupted one.
+
+A checkpoint is a plain dict saved with :func:`deblurstack.save_atomic` and read back with
+``weights_only=True``; the model weights sit under ``params`` (and ``params_ema``), the keys
+BasicSR uses, so ``checkpoint: {path: ..., key: params_ema}`` loads them into any stack.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deblurstack.checkpoint import save_atomic
+from deblurstack.errors import CheckpointError
+
+STEP_FILE = re.compile(r"step_(\d{8})\.pth")
+
+
+class Checkpoints:
+    """``folder/step_XXXXXXXX.pth`` for the last ``keep_last`` saves, and ``folder/best.pth``."""
+
+    def __init__(self, folder: str | Path, keep_last: int = 3) -> None:
+        self.folder = Path(folder)
+        self.keep_last = keep_last
+
+    def save(self, state: dict[str, Any], step: int, best: bool = False) -> Path:
+        """Write atomically; older step files are removed only after the new one is in place."""
+        path = self.folder / f"step_{step:08d}.pth"
+        save_atomic(state, path)
+        if best:
+            _replace_with_link(path, self.folder / "best.pth")
+        for old in self.steps()[: -self.keep_last]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def steps(self) -> list[Path]:
+        """Step checkpoints, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.iterdir() if STEP_FILE.fullmatch(p.name))
+
+    def latest(self) -> Path | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint, read with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"{path}: not a readable training checkpoint: {type(error).__name__}: {error}") from None
+    if not isinstance(state, dict) or "step" not in state or "params" not in state:
+        raise CheckpointError(f"{path}: not a training checkpoint (no 'step' and 'params')")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global random state a training step may draw from."""
+    legacy = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(legacy[1].astype(np.int64)),
+            "position": int(legacy[2]),
+            "has_gauss": int(legacy[3]),
+            "gauss": float(legacy[4]),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy = state["numpy"]
+    np.random.set_state(
+        ("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["position"], numpy["has_gauss"], numpy["gauss"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _replace_with_link(source: Path, target: Path) -> None:
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)  # no second copy of the bytes
+    except OSError:
+        warnings.warn(f"cannot hard-link {source} to {target}; copying", stacklevel=2)
+        save_atomic(torch.load(source, map_location="cpu", weights_only=True), temporary)
+    os.replace(temporary, target)

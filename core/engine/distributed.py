@@ -1,0 +1,69 @@
+"""torchrun integration: process group set-up from the environment, and gathering results."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place: ``rank`` of ``world_size``, and the device it computes on."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device: str = "auto") -> Distributed:
+    """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), if any.
+
+    gloo on CPU, nccl on CUDA. ``device``: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    """
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed(device=torch.device("cuda" if use_cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Distributed(
+        dist.get_rank(), dist.get_world_size(), torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    )
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather(value: Any, distributed: Distributed) -> list[Any]:
+    """Every rank's ``value``, in rank order (just ``[value]`` without a process group)."""
+    if not distributed.enabled:
+        return [value]
+    values: list[Any] = [None] * distributed.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def all_true(flag: bool, distributed: Distributed) -> bool:
+    """Whether ``flag`` holds on every rank."""
+    if not distributed.enabled:
+        return flag
+    tensor = torch.tensor([int(flag)], device=distributed.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return bool(tensor.item())

@@ -1,0 +1,106 @@
+"""A run folder: everything needed to know what ran and to resume it.
+
+::
+
+    runs/<name>/
+        config.yaml        the explicit resolved configuration (every parameter written out)
+        environment.yaml   command, code version, Python/torch versions, plugins and their distributions
+        train.log          one line per logged step and validation
+        metrics.csv        step, split, metric, value
+        checkpoints/       step_XXXXXXXX.pth (the last few) and best.pth
+        images/            validation image grids
+"""
+
+from __future__ import annotations
+
+import csv
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import deblurstack
+from deblurstack.data import write_bytes_atomic
+
+
+class RunFolder:
+    """The files of one run. Only the main process writes."""
+
+    def __init__(self, directory: Path, writable: bool = True) -> None:
+        self.directory = Path(directory)
+        self.writable = writable
+        self.checkpoints = self.directory / "checkpoints"
+        self.images = self.directory / "images"
+
+    @classmethod
+    def create(
+        cls,
+        root: str | Path,
+        name: str,
+        config: Mapping[str, Any],
+        plugins: Mapping[str, str],
+        resume: bool = False,
+        writable: bool = True,
+    ) -> RunFolder:
+        """The folder ``root/name`` (``name_1``, ``name_2`` ... when it exists and this is no resume)."""
+        directory = Path(root) / name
+        if not resume:
+            suffix = 0
+            while directory.exists() and any(directory.iterdir()):
+                suffix += 1
+                directory = Path(root) / f"{name}_{suffix}"
+        run = cls(directory, writable)
+        if writable:
+            for folder in (run.directory, run.checkpoints, run.images):
+                folder.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(run.directory / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False).encode())
+            environment = {
+                "command": " ".join(sys.argv),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "deblurstack": code_version(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "platform": platform.platform(),
+                "plugins": dict(plugins),
+            }
+            name = "environment.yaml" if not resume else f"environment_resumed_{time.strftime('%Y%m%d_%H%M%S')}.yaml"
+            write_bytes_atomic(run.directory / name, yaml.safe_dump(environment, sort_keys=False).encode())
+        return run
+
+    def log(self, message: str) -> None:
+        if self.writable:
+            with open(self.directory / "train.log", "a") as file:
+                file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    def add_metrics(self, step: int, split: str, values: Mapping[str, float]) -> None:
+        if not self.writable:
+            return
+        path = self.directory / "metrics.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as file:
+            writer = csv.writer(file)
+            if new:
+                writer.writerow(["step", "split", "metric", "value"])
+            writer.writerows([step, split, name, f"{value:.6f}"] for name, value in values.items())
+
+
+def code_version() -> str:
+    """deblurstack's version, with the git commit (and ``-dirty``) when it runs from a checkout."""
+    source = Path(deblurstack.__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(source), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{deblurstack.__version__} ({commit})" if commit else deblurstack.__version__
