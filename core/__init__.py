@@ -17,7 +17,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from deblurstack.errors import CheckpointError, ConfigError, DeblurstackError, PluginError, PluginWarning
+from deblurstack.errors import (
+    CheckpointError,
+    ConfigError,
+    DeblurstackError,
+    PluginError,
+    PluginWarning,
+    TrainingError,
+)
 from deblurstack.markers import hookimpl, hookspec
 from deblurstack.records import (
     KINDS,
@@ -85,6 +92,7 @@ __all__ = [
     "MetricRecord",
     "PluginError",
     "PluginWarning",
+    "TrainingError",
     "PriorRecord",
     "SynthesizerRecord",
     "TrainerRecord",

@@ -25,8 +25,8 @@ STATE_DICT_KEYS = ("params", "params_ema", "model", "state_dict")
 _SHOWN = 3
 
 
-def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
-    """The state dict stored in ``path`` (under ``key``, or the first of ``STATE_DICT_KEYS``)."""
+def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
+    """The mapping stored in ``path``, loaded with ``weights_only=True`` (no code runs)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -41,30 +41,40 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tenso
         raise CheckpointError(f"{path}: not a readable torch checkpoint: {type(error).__name__}: {error}") from None
     if not isinstance(loaded, Mapping):
         raise CheckpointError(f"{path}: expected a mapping of weights, found {type(loaded).__name__}")
+    return loaded
+
+
+def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
+    """The state dict stored in ``path``: under ``key``, the first of ``STATE_DICT_KEYS``, or the file itself."""
+    loaded = read_checkpoint(path)
+    if key is None and not all(isinstance(v, Tensor) for v in loaded.values()):
+        key = next((k for k in STATE_DICT_KEYS if isinstance(loaded.get(k), Mapping)), None)
+        if key is None:
+            keys = ", ".join(map(str, loaded))
+            raise CheckpointError(f"{path}: no state dict under {', '.join(STATE_DICT_KEYS)} (keys: {keys})")
     if key is not None:
         if key not in loaded:
             raise CheckpointError(f"{path}: no key {key!r} (keys: {', '.join(map(str, loaded))})")
         loaded = loaded[key]
-    elif not all(isinstance(v, Tensor) for v in loaded.values()):
-        found = next((k for k in STATE_DICT_KEYS if isinstance(loaded.get(k), Mapping)), None)
-        if found is None:
-            raise CheckpointError(
-                f"{path}: no state dict under {', '.join(STATE_DICT_KEYS)} (keys: {', '.join(map(str, loaded))})"
-            )
-        loaded = loaded[found]
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
+        raise CheckpointError(f"{path}: {key or 'the file'} is not a state dict (a mapping of tensors)")
     return dict(loaded)
 
 
 def load_weights(module: nn.Module, path: str | Path, *, key: str | None = None, strict: bool = True) -> None:
-    """Load a checkpoint into ``module``, naming the first mismatched keys and shapes on failure.
+    """Load a checkpoint into ``module`` (see :func:`load_state`)."""
+    load_state(module, read_state_dict(path, key), source=str(path), strict=strict)
+
+
+def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str, strict: bool = True) -> None:
+    """Load ``state`` into ``module``, naming the first mismatched keys and shapes on failure.
 
     A module may define ``remap_state_dict(state_dict) -> state_dict`` to accept official
     checkpoints whose parameter names differ from its own.
     """
-    state = read_state_dict(path, key)
     remap = getattr(module, "remap_state_dict", None)
     if callable(remap):
-        state = remap(state)
+        state = remap(dict(state))
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -81,7 +91,7 @@ def load_weights(module: nn.Module, path: str | Path, *, key: str | None = None,
     if strict and unexpected:
         problems.append(f"unexpected keys: {_some(unexpected)}")
     if problems:
-        raise CheckpointError(f"{path} does not fit {type(module).__name__}: {'; '.join(problems)}")
+        raise CheckpointError(f"{source} does not fit {type(module).__name__}: {'; '.join(problems)}")
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=strict)
 
 

@@ -58,7 +58,91 @@ def build_parser() -> argparse.ArgumentParser:
     check = config.add_parser("check", parents=[common], help="print the resolved config, or its errors")
     check.add_argument("file", help="YAML config file")
     check.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stack.backbone.width=16")
+    _add_engine_commands(groups, common)
     return parser
+
+
+def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
+    def config_arguments(command: argparse.ArgumentParser) -> None:
+        command.add_argument("file", help="YAML config file")
+        command.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.iterations=100")
+        command.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+
+    def weights_arguments(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--checkpoint", required=True, help="training checkpoint or state dict of the stack")
+        command.add_argument(
+            "--weights",
+            choices=("auto", "ema", "model"),
+            default="auto",
+            help="EMA weights (params_ema) or the trained ones (params); auto: EMA when saved",
+        )
+        command.add_argument("--tile", type=int, help="run in overlapping tiles of this size (bounded memory)")
+        command.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+
+    train = groups.add_parser("train", parents=[common], help="train a stack (torchrun for several processes)")
+    config_arguments(train)
+    train.add_argument("--runs-dir", default="runs", help="folder of run folders (default: runs)")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="CHECKPOINT",
+        help="continue the run named in the config from its newest checkpoint, or from CHECKPOINT",
+    )
+
+    test = groups.add_parser("test", parents=[common], help="score a trained stack on a data split")
+    config_arguments(test)
+    weights_arguments(test)
+    test.add_argument("--split", default="test", help="data split to score (default: test)")
+    test.add_argument("--out", help="report folder (default: <checkpoint's run folder>/evaluation/<split>)")
+    test.add_argument("--save-images", action="store_true", help="also write the output images")
+    test.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")
+
+    run = groups.add_parser("run", parents=[common], help="deblur image files")
+    run.add_argument("file", help="YAML config file of the stack")
+    run.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted config override (repeatable)",
+    )
+    weights_arguments(run)
+
+    synth = groups.add_parser("synth", parents=[common], help="make a paired dataset from sharp images")
+    synth.add_argument(
+        "source", help="folder of sharp images (or of frame sequences), or 'skimage' for the photos scikit-image ships"
+    )
+    synth.add_argument("out", help="output folder: <out>/input, <out>/target")
+    synth.add_argument("--type", default="motion_blur", help="synthesizer (default: motion_blur)")
+    synth.add_argument(
+        "--set",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="synthesizer parameter (repeatable), e.g. --set max_length=25",
+    )
+    synth.add_argument("--per-image", type=int, default=1, help="pairs made from each source image")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--max-side", type=int, help="downscale larger images to this longer side first")
+
+    crop = groups.add_parser("crop", parents=[common], help="cut images into overlapping crops (GoPro 512/256)")
+    crop.add_argument("sources", nargs="+", help="folders to cut; each goes to <out>/<folder name>")
+    crop.add_argument("--out", required=True)
+    crop.add_argument("--size", type=int, default=512)
+    crop.add_argument("--stride", type=int, default=256)
+
+    quickstart = groups.add_parser(
+        "quickstart", parents=[common], help="synthesize data from the bundled photos, train, evaluate (CPU, minutes)"
+    )
+    quickstart.add_argument("--data", default="data/quickstart", help="where the synthetic dataset goes")
+    quickstart.add_argument("--runs-dir", default="runs")
+    quickstart.add_argument("overrides", nargs="*", help="overrides of examples/quickstart.yaml")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,7 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from deblurstack.registry import create_plugin_manager, set_plugin_manager
 
             set_plugin_manager(create_plugin_manager(blocked=args.block))
-        handler = COMMANDS[(args.group, args.command)]
+        handler = COMMANDS[(args.group, getattr(args, "command", None))]
+        if isinstance(handler, str):  # engine commands live in deblurstack.engine.commands
+            import importlib
+
+            handler = getattr(importlib.import_module("deblurstack.engine.commands"), handler)
         return handler(args) or 0
     except DeblurstackError as error:
         if debug:
@@ -79,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = getattr(error, "problems", None) or [str(error)]
         for problem in problems:
             print(f"deblurstack: error: {problem}", file=sys.stderr)
-        return USAGE_ERROR
+        return error.exit_code
     finally:
         warnings.showwarning = previous_showwarning
 
@@ -157,6 +245,12 @@ COMMANDS = {
     ("components", "list"): components_list,
     ("components", "show"): components_show,
     ("config", "check"): config_check,
+    ("train", None): "train",
+    ("test", None): "test",
+    ("run", None): "run",
+    ("synth", None): "synth",
+    ("crop", None): "crop",
+    ("quickstart", None): "quickstart",
 }
 
 

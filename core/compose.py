@@ -10,6 +10,7 @@ A configuration has these sections::
 
     name: my_experiment
     seed: 0
+    vars: {data: /data/gopro}             # free values to interpolate: ${vars.data}
     stack:
       translator: {type: ..., checkpoint: ..., frozen: false}    # optional
       priors:     [{type: ..., ...}]                             # optional
@@ -40,7 +41,8 @@ from deblurstack.params import Signature, read_signature
 from deblurstack.records import IMAGE_CHANNELS, KINDS, ComponentRecord
 from deblurstack.registry import Component, PluginManager, get_plugin_manager
 
-SECTIONS = ("name", "seed", "stack", "data", "metrics", "train")
+#: ``vars`` holds free values for ``${vars...}`` interpolation (paths, sizes); nothing reads it directly
+SECTIONS = ("name", "seed", "vars", "stack", "data", "metrics", "train")
 STACK_KEYS = ("translator", "priors", "backbone", "losses")
 #: keys of a component node that configure the stack, not the factory
 OPTIONS = {
@@ -150,9 +152,16 @@ class ResolvedConfig:
         sources = {name: source.build() for name, source in node.aux.items()}
         return node.build(aux_sources=sources) if sources else node.build()
 
-    def build_metrics(self) -> dict[str, Any]:
-        """The metrics by name (a repeated type gets a suffix: ``ssim``, ``ssim_1``)."""
-        return {name: node.build() for name, node in zip(_unique_names(self.metrics), self.metrics, strict=True)}
+    def build_metrics(self) -> list[Any]:
+        """The metrics as :class:`~deblurstack.engine.evaluation.NamedMetric` (a repeated type gets a
+        suffix: ``ssim``, ``ssim_1``)."""
+        from deblurstack.engine.evaluation import NamedMetric
+
+        names = _unique_names(self.metrics)
+        return [
+            NamedMetric(name, node.build(), node.record.requires, node.record.higher_is_better)
+            for name, node in zip(names, self.metrics, strict=True)
+        ]
 
     def build_trainer(self) -> Any:
         if self.trainer is None:
@@ -195,6 +204,21 @@ def build_stack(
 ) -> Any:
     """Build the :class:`~deblurstack.stack.Stack` a configuration (a file, a dict or a Config) describes."""
     return resolve_config(config, overrides, manager).build_stack()
+
+
+def resolve_node(
+    kind: str,
+    node: Mapping[str, Any],
+    keypath: str = "",
+    manager: PluginManager | None = None,
+    source: str = "<command line>",
+) -> ResolvedNode:
+    """Check one ``{type: ..., ...}`` node outside a configuration file (a synthesizer, say)."""
+    resolver = _Resolver(config_from_dict({}, source=source), manager or get_plugin_manager())
+    resolved = resolver.node(kind, node, keypath or kind)
+    if resolver.problems or resolved is None:
+        raise ConfigError(resolver.problems)
+    return resolved
 
 
 def _as_config(config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str]) -> Config:
@@ -395,7 +419,7 @@ class _Resolver:
 
     def explicit(self, resolved: ResolvedConfig) -> dict[str, Any]:
         """The configuration with every parameter written out (what a run folder records)."""
-        data = {key: self.config.data[key] for key in ("name", "seed") if key in self.config.data}
+        data = {key: self.config.data[key] for key in ("name", "seed", "vars") if key in self.config.data}
         stack: dict[str, Any] = {}
         if resolved.translator:
             stack["translator"] = resolved.translator.to_dict()

@@ -70,8 +70,8 @@ class Prior(nn.Module):
 
     Contract:
         * ``out_channels``: the number of channels in ``PriorOutput.channels`` (0 for none);
-        * ``forward(image, aux)`` where ``aux`` holds the inputs named in the record's ``requires``
-          (e.g. ``aux["masks"]``: an integer label map ``B x H x W``);
+        * ``forward(image, aux)`` where ``aux`` holds the batch's auxiliary inputs, at least those
+          named in the record's ``requires`` (e.g. ``aux["masks"]``: an integer label map ``B x H x W``);
         * a guidance prior's factory takes ``insertion_points`` (name -> channels of the backbone);
         * :meth:`aux_losses` returns extra weighted loss terms (e.g. LBP's cross-entropy).
     """

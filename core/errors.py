@@ -11,7 +11,12 @@ from collections.abc import Iterable
 
 
 class DeblurstackError(Exception):
-    """Base class: a problem the user can fix (bad config, bad plugin, bad file)."""
+    """Base class: a problem the user can fix (bad config, bad plugin, bad file).
+
+    The CLI prints it as one line and exits with ``exit_code``.
+    """
+
+    exit_code = 2
 
 
 class ConfigError(DeblurstackError):
@@ -28,6 +33,12 @@ class PluginError(DeblurstackError):
 
 class CheckpointError(DeblurstackError):
     """A checkpoint file cannot be read or does not fit the module it is loaded into."""
+
+
+class TrainingError(DeblurstackError):
+    """Training cannot go on (a non-finite loss, say); the last good checkpoint is kept."""
+
+    exit_code = 1
 
 
 class PluginWarning(UserWarning):

@@ -2,8 +2,9 @@
 
 Registration hooks take no arguments and return a list of records (see ``deblurstack.records``);
 the registry collects them from every plugin, rejects duplicate names and imports a factory only
-when a stack is built. Lifecycle hooks are called by trainers at a few run events; their return
-values are ignored. Implementations may accept fewer arguments than a spec lists.
+when a component is built or inspected (never for listing). Lifecycle hooks are called by
+trainers at a few run events; their return values are ignored. Implementations may accept
+fewer arguments than a spec lists.
 """
 
 from __future__ import annotations

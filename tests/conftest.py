@@ -184,6 +184,19 @@ class MultiScaleL1(nn.Module):
         ) / len(prediction)
 
 
+class ExplodingL1(nn.Module):
+    """L1 that turns into NaN after ``after`` calls (a diverging run)."""
+
+    def __init__(self, after: int = 3) -> None:
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def forward(self, prediction, target):
+        self.calls += 1
+        loss = (prediction - target).abs().mean()
+        return loss * float("nan") if self.calls > self.after else loss
+
+
 class Pairs:
     """Folder pairs (only the configuration matters here)."""
 
@@ -255,7 +268,10 @@ class ComponentsForTests:
 
     @hookimpl
     def deblurstack_losses(self):
-        return [LossRecord(name="multiscale_l1", factory=MultiScaleL1, summary="L1 over every scale", multiscale=True)]
+        return [
+            LossRecord(name="multiscale_l1", factory=MultiScaleL1, summary="L1 over every scale", multiscale=True),
+            LossRecord(name="exploding_l1", factory=ExplodingL1, summary="L1, then NaN"),
+        ]
 
     @hookimpl
     def deblurstack_datasets(self):

@@ -101,7 +101,8 @@ BAD = {
     ),
     "aux on a dataset that cannot take it": (
         {
-            "c.yaml": "stack: {backbone: {type: unet}}\ndata: {val: {type: local_pairs, root: d, aux: {masks: {type: blocks}}}}"
+            "c.yaml": "stack: {backbone: {type: unet}}\n"
+            "data: {val: {type: local_pairs, root: d, aux: {masks: {type: blocks}}}}"
         },
         [],
         r"data.val.aux: dataset 'local_pairs' takes no auxiliary inputs \(its factory has no aux_sources parameter\)",
@@ -273,10 +274,15 @@ BAD = {
         [],
         r"metrics\[0\].type: unknown metric 'mea'; did you mean 'mae'\?",
     ),
-    "trainer nobody provides": (
+    "misspelled trainer": (
+        {"c.yaml": "stack: {backbone: {type: unet}}\ntrain: {type: supervise}"},
+        [],
+        r"train.type: unknown trainer 'supervise'; did you mean 'supervised'\? \(choose from: supervised\)",
+    ),
+    "trainer without its required parameter": (
         {"c.yaml": "stack: {backbone: {type: unet}}\ntrain: {type: supervised}"},
         [],
-        r"train.type: unknown trainer 'supervised': no trainer is registered",
+        r"train.iterations: missing required parameter of trainer 'supervised': optimizer steps in total.",
     ),
     "config file that does not exist": (
         {"c.yaml": "stack: {backbone: {type: unet}}"},
@@ -398,6 +404,7 @@ def test_config_check_prints_an_explicit_config_that_checks_again(tmp_path, caps
         "width": 8,
         "depth": 2,
         "output": "residual",
+        "norm": "batch",
     }
     assert data["stack"]["priors"] == [{"type": "label_mean", "channels": 2}]
     assert data["data"]["train"]["aux"] == {"masks": {"type": "blocks", "block": 8}}

@@ -159,8 +159,10 @@ def test_unknown_names_suggest_the_closest_and_list_the_choices():
         manager.get("backbone", "unte")
     with pytest.raises(PluginError, match=r"unknown loss 'perceptual' \(choose from: charbonnier, l1, psnr\)"):
         manager.get("loss", "perceptual")
-    with pytest.raises(PluginError, match="no trainer is registered"):
+    with pytest.raises(PluginError, match=r"unknown trainer 'gan' \(choose from: supervised\)"):
         manager.get("trainer", "gan")
+    with pytest.raises(PluginError, match="no prior is registered"):
+        manager.get("prior", "sam_map")
     with pytest.raises(PluginError, match="unknown component kind 'backbones'; did you mean 'backbone'"):
         manager.components("backbones")
 

@@ -45,32 +45,34 @@ class RunFolder:
         name: str,
         config: Mapping[str, Any],
         plugins: Mapping[str, str],
-        resume: bool = False,
-        writable: bool = True,
+        directory: Path | None = None,
     ) -> RunFolder:
-        """The folder ``root/name`` (``name_1``, ``name_2`` ... when it exists and this is no resume)."""
-        directory = Path(root) / name
-        if not resume:
-            suffix = 0
+        """A new folder ``root/name`` (``name_1``, ``name_2`` ... if taken), or ``directory`` when resuming.
+
+        Writes the config and the environment (a resumed run adds ``environment_resumed_<time>.yaml``).
+        """
+        resumed = directory is not None
+        if directory is None:
+            directory, suffix = Path(root) / name, 0
             while directory.exists() and any(directory.iterdir()):
                 suffix += 1
                 directory = Path(root) / f"{name}_{suffix}"
-        run = cls(directory, writable)
-        if writable:
-            for folder in (run.directory, run.checkpoints, run.images):
-                folder.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(run.directory / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False).encode())
-            environment = {
-                "command": " ".join(sys.argv),
-                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "deblurstack": code_version(),
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "platform": platform.platform(),
-                "plugins": dict(plugins),
-            }
-            name = "environment.yaml" if not resume else f"environment_resumed_{time.strftime('%Y%m%d_%H%M%S')}.yaml"
-            write_bytes_atomic(run.directory / name, yaml.safe_dump(environment, sort_keys=False).encode())
+        run = cls(directory)
+        for folder in (run.directory, run.checkpoints, run.images):
+            folder.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(run.directory / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False).encode())
+        environment = {
+            "command": " ".join(sys.argv),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "deblurstack": code_version(),
+            "python": platform.python_version(),
+            "torch": str(torch.__version__),
+            "platform": platform.platform(),
+            "plugins": dict(plugins),
+        }
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        file_name = f"environment_resumed_{stamp}.yaml" if resumed else "environment.yaml"
+        write_bytes_atomic(run.directory / file_name, yaml.safe_dump(environment, sort_keys=False).encode())
         return run
 
     def log(self, message: str) -> None:

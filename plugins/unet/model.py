@@ -18,17 +18,23 @@ from deblurstack import Backbone, Guidance, image_residual, pad_to_multiple
 
 
 class DoubleConv(nn.Module):
-    """(3x3 conv -> BatchNorm -> ReLU) twice."""
+    """(3x3 conv -> BatchNorm -> ReLU) twice; ``batch_norm=False`` leaves the normalisation out."""
 
-    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, mid_channels: int | None = None, batch_norm: bool = True
+    ) -> None:
         super().__init__()
         mid_channels = mid_channels or out_channels
+
+        def norm(channels: int) -> nn.Module:
+            return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()  # Identity keeps the key indices
+
         self.double_conv = nn.Sequential(
             nn.Conv2d(in_channels, mid_channels, kernel_size=3, padding=1),
-            nn.BatchNorm2d(mid_channels),
+            norm(mid_channels),
             nn.ReLU(inplace=True),
             nn.Conv2d(mid_channels, out_channels, kernel_size=3, padding=1),
-            nn.BatchNorm2d(out_channels),
+            norm(out_channels),
             nn.ReLU(inplace=True),
         )
 
@@ -37,9 +43,9 @@ class DoubleConv(nn.Module):
 
 
 class Down(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool = True) -> None:
         super().__init__()
-        self.maxpool_conv = nn.Sequential(nn.MaxPool2d(2), DoubleConv(in_channels, out_channels))
+        self.maxpool_conv = nn.Sequential(nn.MaxPool2d(2), DoubleConv(in_channels, out_channels, batch_norm=batch_norm))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.maxpool_conv(x)
@@ -48,11 +54,11 @@ class Down(nn.Module):
 class Up(nn.Module):
     """Bilinear x2, concatenate [skip, upsampled], guidance point, DoubleConv(in -> in/2 -> out)."""
 
-    def __init__(self, in_channels: int, out_channels: int, point: str) -> None:
+    def __init__(self, in_channels: int, out_channels: int, point: str, batch_norm: bool = True) -> None:
         super().__init__()
         self.point = point
         self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
-        self.conv = DoubleConv(in_channels, out_channels, in_channels // 2)
+        self.conv = DoubleConv(in_channels, out_channels, in_channels // 2, batch_norm)
 
     def forward(self, x: Tensor, skip: Tensor, guidance: Guidance | None) -> Tensor:
         x = torch.cat([skip, self.up(x)], dim=1)
@@ -77,6 +83,7 @@ class UNet(Backbone):
         width: channels of the first level (BladeNet: 64).
         depth: number of down-sampling levels (BladeNet: 4).
         output: ``residual`` adds the input image; ``sigmoid`` returns sigmoid(head) as BladeNet does.
+        norm: ``batch`` (BladeNet) or ``none``, e.g. for small per-process batches under DDP.
     """
 
     def __init__(
@@ -86,6 +93,7 @@ class UNet(Backbone):
         width: int = 64,
         depth: int = 4,
         output: Literal["residual", "sigmoid"] = "residual",
+        norm: Literal["batch", "none"] = "batch",
     ) -> None:
         super().__init__()
         if depth < 1 or width < 2:
@@ -95,15 +103,16 @@ class UNet(Backbone):
         self.pad_multiple = 2**depth
         # encoder level k has width * 2**k channels; the bottom repeats the level above (bilinear U-Net)
         channels = [width * 2**k for k in range(depth)] + [width * 2 ** (depth - 1)]
-        self.inc = DoubleConv(in_channels, channels[0])
+        batch_norm = norm == "batch"
+        self.inc = DoubleConv(in_channels, channels[0], batch_norm=batch_norm)
         for k in range(1, depth + 1):
-            self.add_module(f"down{k}", Down(channels[k - 1], channels[k]))
+            self.add_module(f"down{k}", Down(channels[k - 1], channels[k], batch_norm))
         for j in range(1, depth + 1):
             level = depth - j  # resolution level the block outputs
             concatenated = 2 * channels[level]  # skip + upsampled map, which have equal widths
             out = channels[level - 1] if level > 0 else width
             point = f"decoder_s{2**level}"
-            self.add_module(f"up{j}", Up(concatenated, out, point))
+            self.add_module(f"up{j}", Up(concatenated, out, point, batch_norm))
             self.insertion_points[point] = concatenated
         self.outc = OutConv(width, out_channels)
 

@@ -1,0 +1,220 @@
+"""The engine's command-line commands: train, test, run, synth, crop and quickstart.
+
+Each takes the parsed arguments of ``deblurstack.cli``; problems the user can fix raise
+:class:`~deblurstack.DeblurstackError` subclasses, which the CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deblurstack.errors import CheckpointError, ConfigError
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def train(args: argparse.Namespace) -> None:
+    train_run(args)
+
+
+def train_run(args: argparse.Namespace) -> Path:
+    """Train; returns the run folder."""
+    from deblurstack.engine import distributed
+    from deblurstack.engine.training import prepare_training
+
+    job, trainer = prepare_training(args.file, args.overrides, args.runs_dir, args.resume, args.device)
+    try:
+        trainer.fit(job)
+    finally:
+        distributed.teardown()
+    if job.distributed.is_main:
+        print(f"run folder: {job.run.directory}")
+    return job.run.directory
+
+
+def test(args: argparse.Namespace) -> None:
+    from deblurstack.compose import resolve_config
+    from deblurstack.engine import distributed
+    from deblurstack.engine.evaluation import evaluate, write_report
+
+    overrides = list(args.overrides) + ([f"data.{args.split}.skip_bad=true"] if args.skip_bad else [])
+    resolved = resolve_config(args.file, overrides)
+    if args.split not in resolved.datasets:
+        raise ConfigError(f"{args.file}: data.{args.split}: no such split (splits: {', '.join(resolved.datasets)})")
+    metrics = resolved.build_metrics()
+    if not metrics:
+        raise ConfigError(f"{args.file}: metrics: none configured; add e.g. metrics: [{{type: psnr}}, {{type: ssim}}]")
+    place = distributed.setup(args.device)
+    try:
+        stack = resolved.build_stack()
+        weights = load_stack_weights(stack, Path(args.checkpoint), args.weights)
+        stack.to(place.device)
+        for metric in metrics:
+            metric.module.to(place.device)
+        dataset = resolved.build_dataset(args.split)
+        out = Path(args.out) if args.out else _default_report_folder(Path(args.checkpoint), args.split)
+        result = evaluate(
+            stack,
+            dataset,
+            metrics,
+            place,
+            save_to=out / "images" if args.save_images else None,
+            tile=args.tile,
+            overlap=args.overlap,
+        )
+    finally:
+        distributed.teardown()
+    if not place.is_main:
+        return
+    notes = [
+        f"checkpoint: {args.checkpoint} ({weights})",
+        f"data: data.{args.split} = {resolved.datasets[args.split].type}",
+        "whole images" if not args.tile else f"overlapping tiles of {args.tile} px, overlap {args.overlap} px",
+    ]
+    _, summary = write_report(result, metrics, out, f"{resolved.data.get('name', 'evaluation')}: {args.split}", notes)
+    print(summary.read_text())
+    for problem in getattr(dataset, "skipped", []):
+        print(f"skipped: {problem}")
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+
+    from deblurstack.compose import resolve_config
+    from deblurstack.engine.inference import expand_inputs, run_on_files
+
+    resolved = resolve_config(args.file, args.overrides)
+    for node in resolved.priors:
+        if node.record.requires:
+            raise ConfigError(
+                f"{args.file}: {node.keypath}: prior {node.type!r} needs input "
+                f"{', '.join(node.record.requires)}, which `deblurstack run` cannot supply yet"
+            )
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else args.device
+        if args.device != "auto"
+        else "cpu"
+    )
+    stack = resolved.build_stack()
+    load_stack_weights(stack, Path(args.checkpoint), args.weights)
+    written = run_on_files(
+        stack.to(device), expand_inputs(args.inputs), Path(args.out), device, args.tile, args.overlap
+    )
+    print(f"{len(written)} image(s) written to {args.out}")
+
+
+def synth(args: argparse.Namespace) -> None:
+    from deblurstack.compose import resolve_node
+    from deblurstack.engine.prepare import synthesize
+
+    node = {"type": args.type, **_parse_settings(args.params)}
+    resolved = resolve_node("synthesizer", node, "--type / --set")
+    frames = resolved.record.frames
+    frames = resolved.params[frames] if isinstance(frames, str) else frames
+    names = synthesize(
+        args.source,
+        args.out,
+        resolved.build(),
+        frames,
+        args.seed,
+        args.per_image,
+        args.max_side,
+        resolved.record.provides,
+    )
+    print(f"{len(names)} pairs written to {Path(args.out) / 'input'} and {Path(args.out) / 'target'}")
+
+
+def crop(args: argparse.Namespace) -> None:
+    from deblurstack.engine.prepare import crop_folder
+
+    for source in args.sources:
+        count = crop_folder(source, Path(args.out) / Path(source).name, args.size, args.stride)
+        print(f"{source}: {count} crops of {args.size} px (stride {args.stride})")
+
+
+def quickstart(args: argparse.Namespace) -> None:
+    """Synthesize a small dataset from the bundled photos, train a small stack, evaluate it."""
+    from deblurstack.compose import resolve_config, resolve_node
+    from deblurstack.engine.prepare import EMBEDDED, EMBEDDED_PHOTOS, synthesize
+
+    config = EXAMPLES / "quickstart.yaml"
+    data = Path(args.data)
+    overrides = [f"vars.data={data}", *args.overrides]
+    recipe = resolve_config(config, overrides).data["vars"]
+    blur = resolve_node("synthesizer", recipe["blur"], "vars.blur", source=str(config)).build()
+    held_out = list(recipe["test_photos"])
+    splits = {"train": [n for n in EMBEDDED_PHOTOS if n not in held_out], "test": held_out}
+    for split, names in splits.items():
+        if not (data / split / "target").is_dir():
+            synthesize(
+                EMBEDDED,
+                data / split,
+                blur,
+                seed=recipe["seeds"][split],
+                per_image=recipe["pairs_per_photo"],
+                max_side=recipe["max_side"],
+                names=names,
+            )
+    print(f"quickstart data: {data} (train: {', '.join(splits['train'])}; test: {', '.join(held_out)})")
+    run_folder = train_run(
+        argparse.Namespace(file=str(config), overrides=overrides, runs_dir=args.runs_dir, resume=None, device="cpu")
+    )
+    checkpoint = run_folder / "checkpoints" / "best.pth"
+    test(
+        argparse.Namespace(
+            file=str(config),
+            overrides=overrides,
+            checkpoint=str(checkpoint),
+            weights="auto",
+            split="test",
+            out=str(run_folder / "evaluation"),
+            save_images=True,
+            skip_bad=False,
+            tile=None,
+            overlap=32,
+            device="cpu",
+        )
+    )
+    grids = sorted((run_folder / "images").glob("step_*.png"))
+    print(f"image grid (input | output | target): {grids[-1] if grids else 'none'}")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def load_stack_weights(stack: Any, path: Path, weights: str) -> str:
+    """Load a training checkpoint (``params``/``params_ema``) or a plain state dict; returns what was loaded."""
+    from deblurstack.checkpoint import load_state, read_checkpoint, read_state_dict
+
+    checkpoint = read_checkpoint(path)
+    if "params" not in checkpoint:
+        if weights == "ema":
+            raise CheckpointError(f"{path}: --weights ema, but the file is a plain state dict without params_ema")
+        load_state(stack, read_state_dict(path), source=str(path))
+        return "state dict"
+    if weights == "ema" and "params_ema" not in checkpoint:
+        raise CheckpointError(f"{path}: --weights ema, but the checkpoint has no params_ema (EMA was off)")
+    key = "params_ema" if weights != "model" and "params_ema" in checkpoint else "params"
+    load_state(stack, checkpoint[key], source=f"{path} [{key}]")
+    return f"{key}, step {checkpoint.get('step', '?')}"
+
+
+def _parse_settings(settings: list[str]) -> dict[str, Any]:
+    parsed = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {setting!r}: expected key=value")
+        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return parsed
+
+
+def _default_report_folder(checkpoint: Path, split: str) -> Path:
+    run_folder = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return run_folder / "evaluation" / split

@@ -1,0 +1,115 @@
+"""Running a stack on images: whole or in overlapping tiles, and on files for ``deblurstack run``."""
+
+from __future__ import annotations
+
+import glob
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from deblurstack.data import IMAGE_SUFFIXES, ImageError, read_image, write_image
+
+
+def predict(
+    stack: nn.Module, image: Tensor, aux: Mapping[str, Tensor] | None = None, tile: int | None = None, overlap: int = 32
+) -> Tensor:
+    """``stack(image, **aux)``, computed in overlapping ``tile x tile`` windows when the image is larger.
+
+    Windows are blended with weights that ramp linearly across the ``overlap`` band, so seams
+    fade out; auxiliary maps are cropped with their window. Memory then depends on the tile, not
+    on the image.
+    """
+    aux = dict(aux or {})
+    height, width = image.shape[-2:]
+    if not tile or (height <= tile and width <= tile):
+        return stack(image, **aux)
+    if overlap * 2 >= tile:
+        raise ValueError(f"overlap {overlap} must be less than half the tile {tile}")
+    output = torch.zeros(image.shape[0], 3, height, width, device=image.device)
+    weights = torch.zeros(1, 1, height, width, device=image.device)
+    for top in _starts(height, tile, overlap):
+        for left in _starts(width, tile, overlap):
+            window = (..., slice(top, top + tile), slice(left, left + tile))
+            result = stack(image[window], **{k: v[window] for k, v in aux.items()})
+            weight = _ramp(result.shape[-2], overlap, image.device)[:, None] * _ramp(
+                result.shape[-1], overlap, image.device
+            )
+            output[window] += result * weight
+            weights[window] += weight
+    return output / weights
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, tile - overlap))
+    return starts + [length - tile]
+
+
+def _ramp(length: int, overlap: int, device: torch.device) -> Tensor:
+    """1 in the middle, falling linearly to 1/(overlap+1) over ``overlap`` pixels at both ends."""
+    position = torch.arange(length, device=device, dtype=torch.float32)
+    distance = torch.minimum(position + 1, length - position)
+    return (distance / (overlap + 1)).clamp(max=1.0)
+
+
+# ---------------------------------------------------------------------- files
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files, folders (their images) and glob patterns, in the order given; nothing found is an error."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(item) if Path(m).suffix.lower() in IMAGE_SUFFIXES)
+            if not matches:
+                raise ImageError(f"{item}: no such file, folder or matching images")
+            found += matches
+    if not found:
+        raise ImageError(f"no images in {', '.join(inputs)}")
+    return found
+
+
+def read_for_inference(path: Path) -> tuple[np.ndarray, int]:
+    """The RGB image and its bit depth (8 or 16); grayscale and alpha are converted with a warning."""
+    raw = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+    if raw is None:
+        raise ImageError(f"{path}: not a readable image (empty, truncated or unknown format)")
+    if raw.ndim == 2 or raw.shape[2] == 1:
+        warnings.warn(f"{path}: grayscale, deblurred as RGB with three equal channels", stacklevel=2)
+    elif raw.shape[2] == 4:
+        warnings.warn(f"{path}: has an alpha channel, which is dropped", stacklevel=2)
+    return read_image(path), 16 if raw.dtype == np.uint16 else 8
+
+
+def run_on_files(
+    stack: nn.Module,
+    paths: Iterable[Path],
+    out_dir: Path,
+    device: torch.device,
+    tile: int | None = None,
+    overlap: int = 32,
+) -> list[Path]:
+    """Deblur each file into ``out_dir`` under its own name, keeping 16-bit files 16-bit."""
+    written = []
+    stack.eval()
+    with torch.inference_mode():
+        for path in paths:
+            image, bits = read_for_inference(path)
+            tensor = torch.from_numpy(image.transpose(2, 0, 1).copy()).unsqueeze(0).to(device)
+            output = predict(stack, tensor, tile=tile, overlap=overlap).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+            suffix = path.suffix.lower() if bits == 8 or path.suffix.lower() in (".png", ".tif", ".tiff") else ".png"
+            target = out_dir / f"{path.stem}{suffix}"
+            write_image(target, output, bit_depth=bits)
+            written.append(target)
+    return written

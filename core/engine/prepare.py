@@ -1,0 +1,153 @@
+"""Making and reshaping datasets: blur synthesis over a folder (``deblurstack synth``), the embedded
+default photos, and the GoPro-style pre-crop (``deblurstack crop``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from deblurstack.data import ImageError, list_images, read_image, write_bytes_atomic, write_image
+
+#: the real photos scikit-image ships (no download): the embedded default data
+EMBEDDED_PHOTOS = (
+    "astronaut",
+    "brick",
+    "camera",
+    "chelsea",
+    "coffee",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "rocket",
+)
+EMBEDDED = "skimage"
+
+
+def embedded_photos(max_side: int | None = 512, names: Sequence[str] = EMBEDDED_PHOTOS) -> dict[str, np.ndarray]:
+    """scikit-image's photos as RGB float32 in [0, 1] (grayscale ones repeated to three channels)."""
+    from skimage import data
+
+    photos = {}
+    for name in names:
+        image = getattr(data, name)()
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        photos[name] = _limit(image[..., :3].astype(np.float32) / 255.0, max_side)
+    return photos
+
+
+def synthesize(
+    source: str | Path,
+    out: str | Path,
+    synthesizer: object,
+    frames: int = 1,
+    seed: int = 0,
+    per_image: int = 1,
+    max_side: int | None = None,
+    provides: Sequence[str] = (),
+    names: Sequence[str] | None = None,
+) -> list[str]:
+    """Write ``out/input``, ``out/target`` (and ``out/<aux>``) pairs made by ``synthesizer``.
+
+    ``source`` is a folder of sharp images, a folder of frame-sequence folders (when the
+    synthesizer takes ``frames > 1`` consecutive frames), or ``"skimage"`` for the embedded
+    photos (optionally only ``names`` of them). Each source image gives ``per_image`` pairs;
+    pair ``k`` of item ``i`` draws from ``numpy.random.default_rng([seed, i, k])``, so any
+    pair can be regenerated alone. Returns the pair names.
+    """
+    out = Path(out)
+    written = []
+    items = list(_sharp_items(source, frames, max_side, names))
+    for index, (name, load) in enumerate(tqdm(items, desc=f"synthesizing into {out}", unit="image")):
+        sharp = load()
+        for variant in range(per_image):
+            result = synthesizer(sharp, np.random.default_rng([seed, index, variant]))
+            pair = f"{name}_{variant}" if per_image > 1 else name
+            write_image(out / "input" / f"{pair}.png", result["input"])
+            write_image(out / "target" / f"{pair}.png", result["target"])
+            for aux in provides:
+                write_image(out / aux / f"{pair}.png", result[aux])
+            written.append(pair)
+    return written
+
+
+def _sharp_items(
+    source: str | Path, frames: int, max_side: int | None, names: Sequence[str] | None
+) -> Iterator[tuple[str, object]]:
+    """(name, loader of the frame list) for every pair to make."""
+    if str(source) == EMBEDDED:
+        if frames != 1:
+            raise ImageError(
+                f"the embedded photos are single images; a synthesizer of {frames} frames needs a "
+                f"folder of frame sequences"
+            )
+        for name, photo in embedded_photos(max_side, names or EMBEDDED_PHOTOS).items():
+            yield name, lambda photo=photo: [photo]
+        return
+    folder = Path(source)
+    if frames == 1:
+        for path in list_images(folder):
+            yield path.stem, lambda path=path: [_limit(read_image(path), max_side)]
+        return
+    sequences = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not sequences:
+        raise ImageError(f"{folder}: no sequence folders (frame averaging reads <folder>/<sequence>/<frames>)")
+    for sequence in sequences:
+        paths = list_images(sequence)
+        for start in range(0, len(paths) - frames + 1, frames):
+            window = paths[start : start + frames]
+            yield (
+                f"{sequence.name}_{start:06d}",
+                lambda window=window: [_limit(read_image(p), max_side) for p in window],
+            )
+
+
+def _limit(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    height, width = image.shape[:2]
+    if not max_side or max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    return cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+
+
+# ---------------------------------------------------------------------- crops
+
+
+def crop_positions(length: int, size: int, stride: int) -> list[int]:
+    """Window starts every ``stride`` pixels, plus one flush with the end if the last misses it
+    (BasicSR's extract_subimages: 1280x720 at 512/256 gives 4 x 2 = 8 crops)."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, stride))
+    if starts[-1] + size < length:
+        starts.append(length - size)
+    return starts
+
+
+def crop_folder(source: str | Path, out: str | Path, size: int = 512, stride: int = 256) -> int:
+    """Cut every image of ``source`` into ``size`` crops named ``<stem>_s001.png``... in ``out``.
+
+    Files are cut as stored (bit depth and channels kept), so blurry, sharp and mask folders
+    with the same names give matching crops. Returns the number of crops written.
+    """
+    count = 0
+    for path in tqdm(list_images(source), desc=f"cropping {source}", unit="image"):
+        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise ImageError(f"{path}: not a readable image (empty, truncated or unknown format)")
+        index = 0
+        for top in crop_positions(image.shape[0], size, stride):
+            for left in crop_positions(image.shape[1], size, stride):
+                index += 1
+                ok, encoded = cv2.imencode(".png", image[top : top + size, left : left + size])
+                if not ok:
+                    raise ImageError(f"{path}: cannot encode a crop")
+                write_bytes_atomic(Path(out) / f"{path.stem}_s{index:03d}.png", encoded.tobytes())
+                count += 1
+    return count

@@ -1,0 +1,135 @@
+"""What a trainer is given, and how ``deblurstack train`` builds it.
+
+A trainer plugin's factory takes its YAML parameters and returns an object with
+``fit(job: TrainingJob) -> None``. The job holds the built stack, the run folder, the datasets
+and metrics on demand, the process's place under torchrun, and where to resume from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from deblurstack.compose import ResolvedConfig, resolve_config
+from deblurstack.data import TrainingSampler
+from deblurstack.engine import distributed as dist_utils
+from deblurstack.engine.checkpoints import Checkpoints
+from deblurstack.engine.distributed import Distributed
+from deblurstack.engine.evaluation import NamedMetric
+from deblurstack.engine.runs import RunFolder
+from deblurstack.errors import ConfigError
+from deblurstack.registry import PluginManager, get_plugin_manager
+from deblurstack.run import RunState
+
+
+@dataclass
+class TrainingJob:
+    """Everything a trainer needs; datasets and metrics are built when asked for."""
+
+    resolved: ResolvedConfig
+    stack: nn.Module
+    run: RunFolder
+    manager: PluginManager
+    distributed: Distributed
+    seed: int = 0
+    resume_from: Path | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.resolved.data
+
+    def has_split(self, split: str) -> bool:
+        return split in self.resolved.datasets
+
+    def dataset(self, split: str) -> Any:
+        return self.resolved.build_dataset(split)
+
+    def metrics(self) -> list[NamedMetric]:
+        metrics = self.resolved.build_metrics()
+        for metric in metrics:
+            metric.module.to(self.distributed.device)
+        return metrics
+
+    def state(self, model: nn.Module, step: int) -> RunState:
+        """The run as lifecycle hooks see it."""
+        return RunState(self.run.directory, self.config, model, step, self.distributed.rank)
+
+    def emit(self, hook: str, **kwargs: Any) -> None:
+        """Call a lifecycle hook (``deblurstack_run_start`` ...) on every plugin implementing it."""
+        getattr(self.manager.hook, hook)(**kwargs)
+
+
+class LossStep(nn.Module):
+    """The stack's total loss on a batch as one forward call (what DDP wraps)."""
+
+    def __init__(self, stack: nn.Module) -> None:
+        super().__init__()
+        self.stack = stack
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        aux = {k: v for k, v in batch.items() if k not in ("name", "input", "target")}
+        return self.stack.compute_loss(self.stack.run(batch["input"], aux), batch)
+
+
+def training_loader(
+    dataset: Any, batch_size: int, num_workers: int, seed: int, distributed: Distributed, start_step: int = 0
+) -> DataLoader:
+    """Endless batches; after ``start_step`` steps it continues exactly where such a run stood."""
+    sampler = TrainingSampler(len(dataset), seed, distributed.rank, distributed.world_size, start_step * batch_size)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=distributed.device.type == "cuda",
+        drop_last=True,
+    )
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def prepare_training(
+    config: str | Path,
+    overrides: Sequence[str] = (),
+    runs_dir: str | Path = "runs",
+    resume: str | None = None,
+    device: str = "auto",
+) -> tuple[TrainingJob, Any]:
+    """Resolve the config, join torchrun's process group, build the stack and the run folder.
+
+    ``resume``: ``None`` starts a new run; ``"latest"`` continues the run named in the config from
+    its newest checkpoint; a path continues from that checkpoint.
+    """
+    resolved = resolve_config(config, overrides)
+    trainer = resolved.build_trainer()
+    distributed = dist_utils.setup(device)
+    seed = int(resolved.data.get("seed", 0))
+    name = resolved.data.get("name") or Path(str(config)).stem
+    torch.manual_seed(seed)  # the same initial weights on every rank
+    stack = resolved.build_stack().to(distributed.device)
+    manager = get_plugin_manager()
+    plugins = {info.name: info.distribution for info in manager.plugin_infos()}
+    resume_from, directory = None, None
+    if resume == "latest":
+        directory = Path(runs_dir) / name
+        resume_from = Checkpoints(directory / "checkpoints").latest()
+        if resume_from is None:
+            raise ConfigError(f"--resume: no checkpoint in {directory / 'checkpoints'}")
+    elif resume is not None:
+        resume_from = Path(resume)
+        directory = resume_from.parent.parent if resume_from.parent.name == "checkpoints" else Path(runs_dir) / name
+    if distributed.is_main:
+        run = RunFolder.create(runs_dir, name, resolved.data, plugins, directory=directory)
+        directory = run.directory
+    directory = dist_utils.gather(directory, distributed)[0]  # rank 0 chose the folder; every rank uses it
+    run = RunFolder(directory, writable=distributed.is_main)
+    job = TrainingJob(resolved, stack, run, manager, distributed, seed, resume_from)
+    return job, trainer

@@ -1,0 +1,354 @@
+"""Training end to end: run folder, hooks, checkpoints, resume after SIGKILL, failures, evaluation,
+inference, distributed training with torchrun, and the quickstart."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from deblurstack import hookimpl, resolve_config
+from deblurstack.cli import main
+from deblurstack.data import read_image, write_image
+from deblurstack.engine.checkpoints import Checkpoints, load_training_state
+from deblurstack.engine.prepare import EMBEDDED, synthesize
+from deblurstack.registry import get_plugin_manager
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """Motion-blurred pairs made from two of scikit-image's photos, 64 px on the longer side."""
+    root = tmp_path_factory.mktemp("pairs")
+    blur = get_plugin_manager().get("synthesizer", "motion_blur").load_factory()(kernel_size=9, max_length=6.0)
+    for split, names, seed in (("train", ["astronaut", "rocket"], 0), ("val", ["chelsea"], 1)):
+        synthesize(EMBEDDED, root / split, blur, seed=seed, per_image=2, max_side=64, names=names)
+    return root
+
+
+def write_config(path: Path, pairs: Path, **train) -> Path:
+    config = {
+        "name": "tiny",
+        "seed": 3,
+        "stack": {"backbone": {"type": "unet.tiny"}, "losses": [{"type": "l1"}]},
+        "data": {
+            "train": {
+                "type": "paired_folder",
+                "input_dir": str(pairs / "train/input"),
+                "target_dir": str(pairs / "train/target"),
+                "patch_size": 32,
+                "augment": True,
+            },
+            "val": {
+                "type": "paired_folder",
+                "input_dir": str(pairs / "val/input"),
+                "target_dir": str(pairs / "val/target"),
+            },
+        },
+        "metrics": [{"type": "psnr"}, {"type": "ssim"}],
+        "train": {
+            "type": "supervised",
+            "iterations": 6,
+            "batch_size": 2,
+            "val_every": 3,
+            "save_every": 3,
+            "log_every": 2,
+            "keep_last": 1,
+            **train,
+        },
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    @hookimpl
+    def deblurstack_run_start(self, run):
+        self.events.append(("start", run.step))
+
+    @hookimpl
+    def deblurstack_train_step_end(self, run, logs):
+        self.events.append(("step", run.step, sorted(logs)))
+
+    @hookimpl
+    def deblurstack_validation_end(self, run, metrics, samples):
+        self.events.append(("validation", run.step, sorted(metrics), len(samples)))
+
+    @hookimpl
+    def deblurstack_run_end(self, run, status):
+        self.events.append(("end", run.step, status))
+
+
+def test_training_writes_a_complete_run_folder_and_calls_the_hooks(tmp_path, pairs, register_plugin, capsys):
+    recorder = Recorder()
+    register_plugin(recorder, name="recorder")
+    config = write_config(tmp_path / "tiny.yaml", pairs, ema_decay=0.9, grid_samples=2)
+    assert main(["train", str(config), "--runs-dir", str(tmp_path / "runs")]) == 0
+    run = tmp_path / "runs" / "tiny"
+    assert yaml.safe_load((run / "config.yaml").read_text()) == resolve_config(config).data
+    environment = yaml.safe_load((run / "environment.yaml").read_text())
+    assert environment["plugins"]["unet"].startswith("deblurstack ") and "train" in environment["command"]
+    assert environment["deblurstack"].startswith("0.1.0")
+    with open(run / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["step"], r["split"], r["metric"]) for r in rows] == [
+        ("3", "val", "psnr"),
+        ("3", "val", "ssim"),
+        ("6", "val", "psnr"),
+        ("6", "val", "ssim"),
+    ]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pth", "step_00000006.pth"]
+    state = load_training_state(run / "checkpoints" / "step_00000006.pth")
+    assert state["step"] == 6 and state["ema_updates"] == 6 and state["best"]["metric"] == "psnr"
+    assert any(not torch.equal(state["params"][k], state["params_ema"][k]) for k in state["params"])
+    grid = read_image(run / "images" / "step_00000006.png")
+    assert grid.shape[0] == 2 * 64 + 4 or grid.shape[0] > 64  # two sample rows
+    log = (run / "train.log").read_text()
+    assert "step 2: loss" in log and "validation at step 6: psnr" in log and "run completed at step 6" in log
+    steps = [e for e in recorder.events if e[0] == "step"]
+    assert [e[1] for e in steps] == [1, 2, 3, 4, 5, 6] and steps[0][2] == ["loss", "loss/l1", "lr"]
+    assert recorder.events[0] == ("start", 0) and recorder.events[-1] == ("end", 6, "completed")
+    assert [e for e in recorder.events if e[0] == "validation"] == [
+        ("validation", 3, ["val/psnr", "val/ssim"], 2),
+        ("validation", 6, ["val/psnr", "val/ssim"], 2),
+    ]
+
+
+def test_a_resumed_run_killed_with_sigkill_ends_bit_identical(tmp_path, pairs):
+    config = write_config(
+        tmp_path / "tiny.yaml",
+        pairs,
+        iterations=300,
+        save_every=40,
+        val_every=150,
+        keep_last=10,
+        num_workers=2,
+        ema_decay=0.99,
+        deterministic=True,
+        log_every=0,
+    )
+    command = [sys.executable, "-m", "deblurstack", "train", str(config)]
+    subprocess.run([*command, "--runs-dir", str(tmp_path / "whole")], check=True, capture_output=True)
+    killed = subprocess.Popen(
+        [*command, "--runs-dir", str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    checkpoints = tmp_path / "killed" / "tiny" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not (checkpoints / "step_00000080.pth").exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    assert not (checkpoints / "step_00000300.pth").exists()
+    subprocess.run([*command, "--runs-dir", str(tmp_path / "killed"), "--resume"], check=True, capture_output=True)
+    whole = load_training_state(tmp_path / "whole" / "tiny" / "checkpoints" / "step_00000300.pth")
+    resumed = load_training_state(checkpoints / "step_00000300.pth")
+    for key in ("params", "params_ema"):
+        assert whole[key].keys() == resumed[key].keys()
+        assert all(torch.equal(whole[key][k], resumed[key][k]) for k in whole[key]), key
+    assert whole["optimizer"]["state"][0]["exp_avg"].equal(resumed["optimizer"]["state"][0]["exp_avg"])
+    assert list((tmp_path / "killed" / "tiny").glob("environment_resumed_*.yaml"))
+
+
+@pytest.mark.usefixtures("test_components")
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, pairs, capsys):
+    config = write_config(tmp_path / "tiny.yaml", pairs, iterations=20, save_every=2, val_every=0)
+    code = main(
+        ["train", str(config), "stack.losses.0={type: exploding_l1, after: 5}", "--runs-dir", str(tmp_path / "runs")]
+    )
+    assert code == 1
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("deblurstack:")]
+    last = tmp_path / "runs" / "tiny" / "checkpoints" / "step_00000004.pth"
+    assert error == [
+        f"deblurstack: error: step 6: the loss is not finite (exploding_l1 nan); training stopped, "
+        f"last good checkpoint: {last}"
+    ]
+    assert load_training_state(last)["step"] == 4
+    assert not (tmp_path / "runs" / "tiny" / "checkpoints" / "step_00000006.pth").exists()
+
+
+def test_a_full_disk_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    checkpoints = Checkpoints(tmp_path / "checkpoints", keep_last=1)
+    first = {"step": 1, "params": {"w": torch.ones(3)}}
+    checkpoints.save(first, 1)
+    before = (tmp_path / "checkpoints" / "step_00000001.pth").read_bytes()
+    real_save = torch.save
+
+    def disk_full(obj, file):
+        real_save(obj, file)
+        file.truncate(10)  # part of the data made it before the disk filled up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        checkpoints.save({"step": 2, "params": {"w": torch.zeros(3)}}, 2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000001.pth"]
+    assert (tmp_path / "checkpoints" / "step_00000001.pth").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, pairs):
+    folder = tmp_path_factory.mktemp("trained")
+    config = write_config(folder / "tiny.yaml", pairs, ema_decay=0.5)
+    data = yaml.safe_load(config.read_text())
+    data["metrics"].append({"type": "mcr"})
+    data["data"]["test"] = data["data"]["val"]
+    config.write_text(yaml.safe_dump(data))
+    assert main(["train", str(config), "--runs-dir", str(folder / "runs")]) == 0
+    return config, folder / "runs" / "tiny" / "checkpoints" / "best.pth"
+
+
+def test_evaluation_writes_per_image_scores_and_a_summary_with_the_protocol(tmp_path, trained, capsys):
+    config, checkpoint = trained
+    assert (
+        main(["test", str(config), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "report"), "--save-images"])
+        == 0
+    )
+    with open(tmp_path / "report" / "per_image.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [r["image"] for r in rows] == ["chelsea_0", "chelsea_1"]
+    assert list(rows[0]) == ["image", "psnr", "ssim", "mcr", "input_psnr", "input_ssim", "input_mcr"]
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "| | psnr ↑ | ssim ↑ | mcr ↓ |" in summary and "| blurry input |" in summary
+    assert "PSNR on RGB, outputs clamped to [0,1] and rounded to uint8" in summary
+    assert f"checkpoint: {checkpoint} (params_ema, step" in summary and "whole images" in summary
+    assert sorted(p.name for p in (tmp_path / "report" / "images").iterdir()) == ["chelsea_0.png", "chelsea_1.png"]
+    assert capsys.readouterr().out.startswith("# tiny: test")
+
+
+def test_evaluation_of_a_missing_split_or_weights_is_one_line(trained, capsys):
+    config, checkpoint = trained
+    assert main(["test", str(config), "--checkpoint", str(checkpoint), "--split", "gopro"]) == 2
+    assert capsys.readouterr().err.strip().endswith("data.gopro: no such split (splits: test, train, val)")
+    assert main(["test", str(config), "--checkpoint", str(checkpoint.with_name("nope.pth"))]) == 2
+    assert "nope.pth: no such checkpoint file" in capsys.readouterr().err
+
+
+def test_run_deblurs_files_folders_and_globs_keeping_16_bit(tmp_path, trained, pairs):
+    config, checkpoint = trained
+    inputs = tmp_path / "inputs"
+    write_image(inputs / "eight.png", read_image(pairs / "val/input/chelsea_0.png"))
+    write_image(inputs / "sixteen.png", read_image(pairs / "val/input/chelsea_1.png"), bit_depth=16)
+    cv2.imwrite(str(tmp_path / "gray.png"), np.full((40, 50), 90, np.uint8))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert (
+            main(
+                [
+                    "run",
+                    str(config),
+                    str(inputs),
+                    str(tmp_path / "gr*.png"),
+                    "--checkpoint",
+                    str(checkpoint),
+                    "--out",
+                    str(tmp_path / "out"),
+                ]
+            )
+            == 0
+        )
+    assert any("gray.png: grayscale, deblurred as RGB" in str(w.message) for w in caught)
+    written = {p.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in (tmp_path / "out").iterdir()}
+    assert written["sixteen.png"].dtype == np.uint16 and written["eight.png"].dtype == np.uint8
+    assert written["gray.png"].shape == (40, 50, 3)
+
+
+def test_tiled_inference_matches_whole_image_inference(trained):
+    from deblurstack import build_stack
+    from deblurstack.engine.commands import load_stack_weights
+    from deblurstack.engine.inference import predict
+
+    config, checkpoint = trained
+    stack = build_stack(config).eval()
+    load_stack_weights(stack, checkpoint, "auto")
+    from skimage import data
+
+    photo = cv2.resize(data.coffee().astype(np.float32) / 255, (200, 150), interpolation=cv2.INTER_AREA)
+    image = torch.from_numpy(photo.transpose(2, 0, 1).copy()).unsqueeze(0)
+    with torch.inference_mode():
+        whole, tiled = predict(stack, image), predict(stack, image, tile=64, overlap=24)
+    psnr = 10 * torch.log10(1 / ((whole.clamp(0, 1) - tiled.clamp(0, 1)) ** 2).mean())
+    assert psnr > 40, psnr
+
+
+def test_distributed_training_on_two_processes_matches_one_process(tmp_path, pairs):
+    config = write_config(tmp_path / "tiny.yaml", pairs, iterations=8, val_every=4, save_every=8, log_every=0)
+    norm = "stack.backbone.norm=none"  # batch norm statistics differ across per-process batches by design
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deblurstack",
+            "train",
+            str(config),
+            norm,
+            "train.batch_size=4",
+            "--runs-dir",
+            str(tmp_path / "one"),
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "deblurstack",
+            "train",
+            str(config),
+            norm,
+            "train.batch_size=2",
+            "--runs-dir",
+            str(tmp_path / "two"),
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
+    one = load_training_state(tmp_path / "one" / "tiny" / "checkpoints" / "step_00000008.pth")
+    two = load_training_state(tmp_path / "two" / "tiny" / "checkpoints" / "step_00000008.pth")
+    for key, value in one["params"].items():
+        assert torch.allclose(value, two["params"][key], rtol=1e-4, atol=1e-6), key
+    with open(tmp_path / "two" / "tiny" / "metrics.csv") as file:
+        assert [r["metric"] for r in csv.DictReader(file)] == ["psnr", "ssim", "psnr", "ssim"]
+
+
+def test_the_quickstart_runs_end_to_end_at_toy_size(tmp_path, capsys):
+    overrides = [
+        "train.iterations=4",
+        "train.val_every=2",
+        "train.save_every=2",
+        "vars.pairs_per_photo=1",
+        "vars.max_side=64",
+        "data.train.patch_size=32",
+    ]
+    assert main(["quickstart", "--data", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs"), *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "| blurry input |" in out and "| output |" in out
+    assert (tmp_path / "runs" / "quickstart" / "evaluation" / "summary.md").is_file()
+    assert (tmp_path / "runs" / "quickstart" / "images" / "step_00000004.png").is_file()
+    assert len(list((tmp_path / "data" / "train" / "input").iterdir())) == 9
