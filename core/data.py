@@ -206,6 +206,8 @@ class PairedImageDataset(Dataset):
         aux_sources: auxiliary input name -> callable ``(image, name) -> H x W array``, run on
             the whole image before cropping (mask sources).
         skip_bad: an unreadable pair is reported once and replaced by the next one.
+        cache: keep decoded pairs (and auxiliary maps) in memory after their first read; for data
+            that fits in RAM, it takes image decoding out of the training step.
     """
 
     def __init__(
@@ -216,6 +218,7 @@ class PairedImageDataset(Dataset):
         small_images: Literal["pad", "error"] = "pad",
         aux_sources: Mapping[str, Callable[[np.ndarray, str], np.ndarray]] | None = None,
         skip_bad: bool = False,
+        cache: bool = False,
     ) -> None:
         if not pairs:
             raise ImageError("the dataset has no pairs")
@@ -226,6 +229,7 @@ class PairedImageDataset(Dataset):
         self.aux_sources = dict(aux_sources or {})
         self.skip_bad = skip_bad
         self.skipped: list[str] = []
+        self.cache: dict[int, dict[str, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -233,9 +237,12 @@ class PairedImageDataset(Dataset):
     def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
         index, *seed = (key,) if isinstance(key, int) else key
         for attempt in range(len(self.pairs)):
-            pair = self.pairs[(index + attempt) % len(self.pairs)]
+            position = (index + attempt) % len(self.pairs)
+            pair = self.pairs[position]
             try:
-                arrays = self.load(pair)
+                arrays = self.cache[position] if self.cache is not None and position in self.cache else self.load(pair)
+                if self.cache is not None:
+                    self.cache[position] = arrays  # transforms below return new arrays or views, never edit these
                 break
             except ImageError as error:
                 if not self.skip_bad:

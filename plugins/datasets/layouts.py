@@ -1,6 +1,6 @@
 """Dataset layouts: each class lists the pairs of one layout; loading, crops and augmentation
 come from :class:`deblurstack.data.PairedImageDataset` (whose docstring documents the shared
-parameters patch_size, augment, small_images, aux_sources and skip_bad)."""
+parameters patch_size, augment, small_images, aux_sources, skip_bad and cache)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,11 @@ class PairedFolder(PairedImageDataset):
         small_images: Small = "pad",
         aux_sources: Any = None,
         skip_bad: bool = False,
+        cache: bool = False,
     ) -> None:
-        super().__init__(pair_by_name(input_dir, target_dir), patch_size, augment, small_images, aux_sources, skip_bad)
+        super().__init__(
+            pair_by_name(input_dir, target_dir), patch_size, augment, small_images, aux_sources, skip_bad, cache
+        )
 
 
 class LocalBlurFolder(PairedImageDataset):
@@ -52,9 +55,10 @@ class LocalBlurFolder(PairedImageDataset):
         small_images: Small = "pad",
         aux_sources: Any = None,
         skip_bad: bool = False,
+        cache: bool = False,
     ) -> None:
         pairs = pair_by_name(input_dir, target_dir, {"blur_mask": mask_dir})
-        super().__init__(pairs, patch_size, augment, small_images, aux_sources, skip_bad)
+        super().__init__(pairs, patch_size, augment, small_images, aux_sources, skip_bad, cache)
 
 
 class PairedList(PairedImageDataset):
@@ -76,9 +80,10 @@ class PairedList(PairedImageDataset):
         small_images: Small = "pad",
         aux_sources: Any = None,
         skip_bad: bool = False,
+        cache: bool = False,
     ) -> None:
         pairs = read_list(Path(list_file), Path(root) if root else None, target_first=order == "target input")
-        super().__init__(pairs, patch_size, augment, small_images, aux_sources, skip_bad)
+        super().__init__(pairs, patch_size, augment, small_images, aux_sources, skip_bad, cache)
 
 
 class GoPro(PairedImageDataset):
@@ -101,6 +106,7 @@ class GoPro(PairedImageDataset):
         small_images: Small = "pad",
         aux_sources: Any = None,
         skip_bad: bool = False,
+        cache: bool = False,
     ) -> None:
         base = existing_folder(Path(root) / split)
         if (base / blur).is_dir():
@@ -111,7 +117,7 @@ class GoPro(PairedImageDataset):
                 for sequence in subfolders(base)
                 for pair in pair_by_name(sequence / blur, sequence / "sharp", prefix=f"{sequence.name}_")
             ]
-        super().__init__(pairs, patch_size, augment, small_images, aux_sources, skip_bad)
+        super().__init__(pairs, patch_size, augment, small_images, aux_sources, skip_bad, cache)
 
 
 class Reds(PairedImageDataset):
@@ -135,6 +141,7 @@ class Reds(PairedImageDataset):
         small_images: Small = "pad",
         aux_sources: Any = None,
         skip_bad: bool = False,
+        cache: bool = False,
     ) -> None:
         blurry = existing_folder(Path(root) / f"{split}_{blur}")
         sharp = existing_folder(Path(root) / f"{split}_sharp")
@@ -145,7 +152,7 @@ class Reds(PairedImageDataset):
         ]
         if subset == "val_300":
             pairs = [pair for pair in pairs if pair.input.stem.endswith("9")]
-        super().__init__(pairs, patch_size, augment, small_images, aux_sources, skip_bad)
+        super().__init__(pairs, patch_size, augment, small_images, aux_sources, skip_bad, cache)
 
 
 class RealBlur(PairedImageDataset):
@@ -167,9 +174,10 @@ class RealBlur(PairedImageDataset):
         small_images: Small = "pad",
         aux_sources: Any = None,
         skip_bad: bool = False,
+        cache: bool = False,
     ) -> None:
         pairs = read_list(Path(list_file), Path(root), target_first=True)
-        super().__init__(pairs, patch_size, augment, small_images, aux_sources, skip_bad)
+        super().__init__(pairs, patch_size, augment, small_images, aux_sources, skip_bad, cache)
 
 
 class RSBlur(RealBlur):
@@ -200,6 +208,7 @@ class ReLoBlur(PairedImageDataset):
         small_images: Small = "pad",
         aux_sources: Any = None,
         skip_bad: bool = False,
+        cache: bool = False,
     ) -> None:
         base = existing_folder(Path(root) / "dataset" / split)
         pairs = []
@@ -211,7 +220,7 @@ class ReLoBlur(PairedImageDataset):
             pairs.append(Pair("_".join((*relative.parent.parts, stem)), blurry, sharp, {"blur_mask": mask}))
         if not pairs:
             raise ImageError(f"{base}: no *_sharp.png files")
-        super().__init__(pairs, patch_size, augment, small_images, aux_sources, skip_bad)
+        super().__init__(pairs, patch_size, augment, small_images, aux_sources, skip_bad, cache)
 
 
 def read_list(list_file: Path, root: Path | None, target_first: bool) -> list[Pair]:
