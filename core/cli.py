@@ -7,6 +7,7 @@ Usage and configuration errors print one line per problem on stderr and exit wit
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import warnings
 from collections.abc import Sequence
@@ -146,7 +147,9 @@ def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["deblurstack", *argv])  # what run folders record
     debug = getattr(args, "debug", False)
     previous_showwarning = warnings.showwarning
     warnings.showwarning = _show_plugin_warning(previous_showwarning)

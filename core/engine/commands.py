@@ -26,7 +26,9 @@ def train_run(args: argparse.Namespace) -> Path:
     from deblurstack.engine import distributed
     from deblurstack.engine.training import prepare_training
 
-    job, trainer = prepare_training(args.file, args.overrides, args.runs_dir, args.resume, args.device)
+    job, trainer = prepare_training(
+        args.file, args.overrides, args.runs_dir, args.resume, args.device, command=getattr(args, "command_line", "")
+    )
     try:
         trainer.fit(job)
     finally:

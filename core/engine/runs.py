@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ class RunFolder:
         config: Mapping[str, Any],
         plugins: Mapping[str, str],
         directory: Path | None = None,
+        command: str = "",
     ) -> RunFolder:
         """A new folder ``root/name`` (``name_1``, ``name_2`` ... if taken), or ``directory`` when resuming.
 
@@ -62,7 +64,7 @@ class RunFolder:
             folder.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(run.directory / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False).encode())
         environment = {
-            "command": " ".join(sys.argv),
+            "command": command or shlex.join(sys.argv),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "deblurstack": code_version(),
             "python": platform.python_version(),

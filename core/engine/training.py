@@ -102,11 +102,12 @@ def prepare_training(
     runs_dir: str | Path = "runs",
     resume: str | None = None,
     device: str = "auto",
+    command: str = "",
 ) -> tuple[TrainingJob, Any]:
     """Resolve the config, join torchrun's process group, build the stack and the run folder.
 
     ``resume``: ``None`` starts a new run; ``"latest"`` continues the run named in the config from
-    its newest checkpoint; a path continues from that checkpoint.
+    its newest checkpoint; a path continues from that checkpoint. ``command`` is recorded in the run folder.
     """
     resolved = resolve_config(config, overrides)
     trainer = resolved.build_trainer()
@@ -127,7 +128,7 @@ def prepare_training(
         resume_from = Path(resume)
         directory = resume_from.parent.parent if resume_from.parent.name == "checkpoints" else Path(runs_dir) / name
     if distributed.is_main:
-        run = RunFolder.create(runs_dir, name, resolved.data, plugins, directory=directory)
+        run = RunFolder.create(runs_dir, name, resolved.data, plugins, directory=directory, command=command)
         directory = run.directory
     directory = dist_utils.gather(directory, distributed)[0]  # rank 0 chose the folder; every rank uses it
     run = RunFolder(directory, writable=distributed.is_main)
