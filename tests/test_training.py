@@ -130,6 +130,20 @@ def test_training_writes_a_complete_run_folder_and_calls_the_hooks(tmp_path, pai
     ]
 
 
+def test_tensorboard_logging_writes_scalars_and_images(tmp_path, pairs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = write_config(tmp_path / "tiny.yaml", pairs, tensorboard=True, grid_samples=1)
+    assert main(["train", str(config), "--runs-dir", str(tmp_path / "runs")]) == 0
+    events = EventAccumulator(str(tmp_path / "runs" / "tiny" / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/loss", "train/lr", "val/psnr", "val/ssim"} <= set(tags["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6]
+    assert [e.step for e in events.Scalars("val/psnr")] == [3, 6]
+    assert tags["images"] == ["val/chelsea_0"]
+
+
 def test_a_resumed_run_killed_with_sigkill_ends_bit_identical(tmp_path, pairs):
     config = write_config(
         tmp_path / "tiny.yaml",

@@ -51,6 +51,8 @@ class SupervisedTrainer:
         keep_last: step checkpoints kept on disk (``best.pth`` is kept besides).
         log_every: write a line to train.log every so many iterations.
         grid_samples: validation images shown in the image grids.
+        tensorboard: also write losses, learning rate, validation metrics and images for TensorBoard
+            to ``<run>/tensorboard`` (needs the ``tensorboard`` package: ``pip install 'deblurstack[tensorboard]'``).
         deterministic: use only deterministic algorithms (needed for bit-identical resumes on GPU).
         find_unused_parameters: let DDP tolerate parameters that get no gradient in a step.
     """
@@ -77,6 +79,7 @@ class SupervisedTrainer:
     keep_last: int = 3
     log_every: int = 100
     grid_samples: int = 4
+    tensorboard: bool = False
     deterministic: bool = False
     find_unused_parameters: bool = False
 
@@ -122,6 +125,7 @@ class SupervisedTrainer:
         scaler = torch.amp.GradScaler(device.type, enabled=self.amp and device.type == "cuda")
         autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         checkpoints = Checkpoints(run.checkpoints, self.keep_last)
+        board = _tensorboard(run.directory / "tensorboard") if self.tensorboard and distributed.is_main else None
         step, best = 0, None
         if job.resume_from is not None:
             state = load_training_state(job.resume_from)
@@ -204,10 +208,13 @@ class SupervisedTrainer:
                 if self.log_every and step % self.log_every == 0:
                     rate = (step - progress.initial) / (time.perf_counter() - started)
                     run.log(f"step {step}: {_format(logs)} ({rate:.2f} it/s)")
+                    if board is not None:
+                        for name, value in logs.items():
+                            board.add_scalar(f"train/{name}", value, step)
                 is_best = False
                 if validation is not None and self.due(self.val_every, step):
                     best, is_best = self.validate(
-                        job, ema.module if ema is not None else stack, validation, metrics, step, best
+                        job, ema.module if ema is not None else stack, validation, metrics, step, best, board
                     )
                 if is_best or self.due(self.save_every, step):
                     save(is_best)
@@ -217,11 +224,20 @@ class SupervisedTrainer:
             raise
         finally:
             progress.close()
+            if board is not None:
+                board.close()
             job.emit("deblurstack_run_end", run=job.state(stack, step), status=status)
             run.log(f"run {status} at step {step}")
 
     def validate(
-        self, job: TrainingJob, model: nn.Module, dataset: Any, metrics: list, step: int, best: dict[str, Any] | None
+        self,
+        job: TrainingJob,
+        model: nn.Module,
+        dataset: Any,
+        metrics: list,
+        step: int,
+        best: dict[str, Any] | None,
+        board: Any = None,
     ) -> tuple[dict[str, Any] | None, bool]:
         """Score ``model`` on the validation split; returns the best record and whether this step is it."""
         with torch.random.fork_rng(devices=[]):  # validation must not shift the training random stream
@@ -237,6 +253,13 @@ class SupervisedTrainer:
         means = result.means()
         job.run.add_metrics(step, self.val_split, means)
         job.run.log(f"validation at step {step}: {_format(means)}")
+        if board is not None:
+            for name, value in means.items():
+                board.add_scalar(f"{self.val_split}/{name}", value, step)
+            for sample in result.samples:
+                board.add_images(
+                    f"{self.val_split}/{sample.name}", torch.stack([sample.input, sample.output, sample.target]), step
+                )
         job.emit(
             "deblurstack_validation_end",
             run=job.state(model, step),
@@ -252,6 +275,16 @@ class SupervisedTrainer:
         if improved and math.isfinite(value):
             return {"metric": name, "value": value, "step": step}, True
         return best, False
+
+
+def _tensorboard(folder: Any) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TrainingError(
+            "tensorboard: true needs the tensorboard package (pip install 'deblurstack[tensorboard]')"
+        ) from None
+    return SummaryWriter(str(folder))
 
 
 def _format(values: dict[str, Any]) -> str:
