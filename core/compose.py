@@ -23,7 +23,7 @@ A configuration has these sections::
 
 ``type: name.preset`` starts from a preset of the component; the other keys of a node are the
 factory's parameters, except the reserved options ``checkpoint`` and ``frozen`` (models),
-``weight`` (losses) and ``aux`` (datasets).
+``tlc`` (backbones: ``{train_size: 256}``), ``weight`` (losses) and ``aux`` (datasets).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ SECTIONS = ("name", "seed", "vars", "stack", "data", "metrics", "train")
 STACK_KEYS = ("translator", "priors", "backbone", "losses")
 #: keys of a component node that configure the stack, not the factory
 OPTIONS = {
-    "backbone": ("checkpoint", "frozen"),
+    "backbone": ("checkpoint", "frozen", "tlc"),
     "prior": ("checkpoint", "frozen"),
     "translator": ("checkpoint", "frozen"),
     "loss": ("weight",),
@@ -120,6 +120,17 @@ class ResolvedConfig:
 
         translator = self._build_model(self.translator) if self.translator else None
         backbone = self._build_model(self.backbone)
+        if self.backbone.options.get("tlc"):
+            from deblurstack.tlc import enable_tlc
+
+            in_channels = self.backbone.params.get("in_channels", IMAGE_CHANNELS)
+            if not enable_tlc(backbone, self.backbone.options["tlc"]["train_size"], in_channels):
+                raise ConfigError(
+                    self.config.error(
+                        f"{self.backbone.keypath}.tlc",
+                        f"backbone {self.backbone.type!r} built without global average pooling: TLC does not apply",
+                    )
+                )
         points = dict(getattr(backbone, "insertion_points", {}) or {})
         priors = []
         for node in self.priors:
@@ -292,6 +303,14 @@ class _Resolver:
         if resolved.backbone is not None and every_prior_resolved:
             self.check_channels(resolved.backbone, resolved.priors)
             self.check_guidance(resolved.backbone, resolved.priors)
+        backbone = resolved.backbone
+        if backbone is not None and backbone.options.get("tlc") and not backbone.record.tlc:
+            able = [c.name for c in self.manager.components("backbone").values() if c.record.tlc]
+            self.problem(
+                "stack.backbone.tlc",
+                f"backbone {backbone.type!r} has no global average pooling, so TLC does "
+                f"not apply (backbones with it: {', '.join(able) or 'none installed'})",
+            )
         if resolved.backbone is not None and not resolved.backbone.record.multiscale:
             for node in resolved.losses:
                 if node.record.multiscale:
@@ -505,6 +524,17 @@ class _Resolver:
         return node
 
     def check_options(self, options: dict[str, Any], keypath: str) -> None:
+        if options.get("tlc") is not None:
+            size = options["tlc"].get("train_size") if isinstance(options["tlc"], Mapping) else None
+            size = [size, size] if isinstance(size, int) and not isinstance(size, bool) else size
+            if not (
+                isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
+            ) or set(options["tlc"]) - {"train_size"}:
+                self.problem(
+                    f"{keypath}.tlc", f"must be {{train_size: N}} or {{train_size: [H, W]}}, got {options['tlc']!r}"
+                )
+            else:
+                options["tlc"] = {"train_size": size}
         if "frozen" in options and not isinstance(options["frozen"], bool):
             self.problem(f"{keypath}.frozen", f"must be true or false, got {options['frozen']!r}")
         if "weight" in options:

@@ -110,6 +110,10 @@ class BackboneRecord(ComponentRecord):
             ``decoder_s2`` for a decoder feature map at stride 2. A built module offers a subset
             (``module.insertion_points``: name -> channels), which depends on its parameters.
         multiscale: the forward returns a list of outputs, coarse to fine (MIMO-UNet).
+        tlc: it pools globally (``nn.AdaptiveAvgPool2d(1)``), so the test-time local converter
+            applies (YAML: ``tlc: {train_size: 256}``).
+        reported: results the paper or official code reports, by preset or setting, e.g.
+            ``{"w32": "GoPro 32.87 dB PSNR / 0.9606 SSIM"}`` (shown by ``components show``).
     """
 
     kind: ClassVar[str] = "backbone"
@@ -118,6 +122,8 @@ class BackboneRecord(ComponentRecord):
     extra_channels: bool = True
     insertion_points: tuple[str, ...] = ()
     multiscale: bool = False
+    tlc: bool = False
+    reported: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
