@@ -279,7 +279,10 @@ def model_card(component: Any, preset: str | None = None, chosen: dict[str, Any]
     if record.requires:
         lines.append(f"  requires inputs: {', '.join(record.requires)}")
     for key, value in record.capabilities().items():
-        lines.append(f"  {key}: {_format_value(value)}")
+        if key == "reported":
+            lines += ["  reported results:"] + [f"    {setting}: {result}" for setting, result in value.items()]
+        else:
+            lines.append(f"  {key}: {_format_value(value)}")
     if record.presets:
         lines.append("  presets:")
         for name, params in record.presets.items():
@@ -296,20 +299,31 @@ def model_card(component: Any, preset: str | None = None, chosen: dict[str, Any]
         doc = f"  {parameter.doc}" if parameter.doc else ""
         lines.append(f"    {parameter.name}: {parameter.type_text} {default}{doc}")
     if record.kind == "backbone":
-        lines.append(f"  size: {_parameter_count(factory, chosen)}")
+        lines += _backbone_size(factory, chosen)
     return "\n".join(lines)
 
 
-def _parameter_count(factory: Any, params: dict[str, Any]) -> str:
+def _backbone_size(factory: Any, params: dict[str, Any], size: int = 256) -> list[str]:
+    """Parameters, multiply-accumulates at ``size`` x ``size`` (torch's FLOP counter: convolutions and
+    matrix products; elementwise work is not counted), padding multiple and insertion points."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     try:
-        with torch.device("meta"):  # no memory, no initialisation cost
+        with torch.device("meta"):  # no memory and no arithmetic: shapes only
             module = factory(**params)
-        count = sum(p.numel() for p in module.parameters())
+            count = sum(p.numel() for p in module.parameters())
+            with FlopCounterMode(display=False) as counter:
+                module(torch.empty(1, params.get("in_channels", 3), size, size))
     except Exception as error:
-        return f"unknown ({type(error).__name__}: {error})"
-    return f"{count / 1e6:.2f} M parameters ({count:,})"
+        return [f"  size: unknown ({type(error).__name__}: {error})"]
+    points = getattr(module, "insertion_points", {}) or {}
+    macs = counter.get_total_flops() / 2e9
+    return [
+        f"  size: {count / 1e6:.2f} M parameters ({count:,}), {macs:.2f} GMACs at {size}x{size}",
+        f"  pad multiple: {getattr(module, 'pad_multiple', 1)}",
+        f"  built insertion points: {', '.join(f'{k} ({v} ch)' for k, v in points.items()) or 'none'}",
+    ]
 
 
 def _format_value(value: Any) -> str:

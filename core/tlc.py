@@ -60,9 +60,11 @@ def enable_tlc(module: nn.Module, train_size: int | tuple[int, int], in_channels
     if not pools:
         return 0
     seen: dict[LocalAvgPool2d, tuple[int, int]] = {}
-    hooks = [
-        pool.register_forward_pre_hook(lambda p, args: seen.setdefault(p, tuple(args[0].shape[-2:]))) for pool in pools
-    ]
+
+    def record(pool: LocalAvgPool2d, args: tuple[Tensor, ...]) -> None:  # returns None: the input is unchanged
+        seen.setdefault(pool, tuple(args[0].shape[-2:]))
+
+    hooks = [pool.register_forward_pre_hook(record) for pool in pools]
     was_training = module.training
     parameter = next(module.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")

@@ -160,6 +160,30 @@ class Pyramid(nn.Module):
         return outputs
 
 
+class PooledNet(nn.Module):
+    """Two levels with simplified channel attention (x * conv(global mean of x)): what TLC converts."""
+
+    def __init__(self, in_channels: int = 3, width: int = 8) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.down = nn.Conv2d(width, width, 2, stride=2)
+        self.attention = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(width, width, 1)) for _ in range(2)
+        )
+        self.up = nn.ConvTranspose2d(width, width, 2, stride=2)
+        self.tail = nn.Conv2d(width, 3, 3, padding=1)
+        self.pad_multiple = 2
+
+    def forward(self, image):
+        height, width = image.shape[-2:]
+        x = nn.functional.pad(image, (0, width % 2, 0, height % 2))
+        x = self.head(x)
+        x = x * self.attention[0](x)
+        y = self.down(x)
+        y = y * self.attention[1](y)
+        return image[:, :3] + self.tail(x + self.up(y))[..., :height, :width]
+
+
 class NeedsDepth(PlainNet):
     def __init__(self, depth: int, width: int = 8) -> None:
         super().__init__(width)
@@ -257,6 +281,7 @@ class ComponentsForTests:
                 name="plain", factory=PlainNet, summary="Three channels in, three out", extra_channels=False
             ),
             BackboneRecord(name="pyramid", factory=Pyramid, summary="Three output scales", multiscale=True),
+            BackboneRecord(name="pooled", factory=PooledNet, summary="Channel attention by global pooling", tlc=True),
             BackboneRecord(
                 name="needs_depth", factory=NeedsDepth, summary="Has a required parameter", extra_channels=False
             ),

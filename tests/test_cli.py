@@ -45,13 +45,15 @@ def test_components_show_prints_parameters_presets_and_size(capsys):
     assert "    depth: int = 2  number of down-sampling levels (BladeNet: 4)." in out
     assert "    unet.bladenet: width=64, depth=4, output=sigmoid" in out
     assert "insertion_points: [decoder_s1, decoder_s2, decoder_s4, decoder_s8]" in out
-    assert "size: 0.02 M parameters (16,731)" in out
+    assert "size: 0.02 M parameters (16,731), 0.34 GMACs at 256x256" in out  # 336.6 M MACs by hand
+    assert "  pad multiple: 4\n" in out and "built insertion points: decoder_s2 (32 ch), decoder_s1 (16 ch)" in out
 
 
 def test_the_bladenet_unet_has_the_papers_size(capsys):
     # BladeNet's blur-perception U-Net (2 logits) has 17.27 M parameters; with a 3-channel head it has 65 more
     assert main(["components", "show", "unet.bladenet"]) == 0
-    assert "size: 17.27 M parameters (17,267,523)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "size: 17.27 M parameters (17,267,523), 39.99 GMACs at 256x256" in out
     from deblurstack.plugins.unet.model import UNet
 
     assert sum(p.numel() for p in UNet(out_channels=2).parameters()) == 17_267_458
