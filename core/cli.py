@@ -114,6 +114,13 @@ def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
     )
     weights_arguments(run)
 
+    export = groups.add_parser("export", parents=[common], help="export a stack to ONNX (checked with onnxruntime)")
+    export.add_argument("file", help="YAML config file of the stack")
+    export.add_argument("out", help="output .onnx file")
+    export.add_argument("overrides", nargs="*", help="dotted config overrides")
+    export.add_argument("--checkpoint", help="weights to export (default: random, for a trial export)")
+    export.add_argument("--weights", choices=("auto", "ema", "model"), default="auto")
+
     synth = groups.add_parser("synth", parents=[common], help="make a paired dataset from sharp images")
     synth.add_argument(
         "source", help="folder of sharp images (or of frame sequences), or 'skimage' for the photos scikit-image ships"
@@ -252,6 +259,7 @@ COMMANDS = {
     ("test", None): "test",
     ("run", None): "run",
     ("synth", None): "synth",
+    ("export", None): "export",
     ("crop", None): "crop",
     ("quickstart", None): "quickstart",
 }

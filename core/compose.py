@@ -90,8 +90,8 @@ class ResolvedNode:
         """Call the factory; a failure is reported with this node's key path."""
         try:
             return self.record.load_factory()(**self.params, **injected)
-        except DeblurstackError:
-            raise
+        except DeblurstackError as error:  # already one line: add where it happened
+            raise ConfigError(f"{self.source}: {self.keypath}: {error}") from error
         except Exception as error:
             message = " ".join(str(error).split())
             raise ConfigError(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -144,6 +145,8 @@ def pad_to_multiple(image: Tensor, multiple: int, mode: str = "constant") -> Ten
     """
     height, width = image.shape[-2:]
     pad_h, pad_w = -height % multiple, -width % multiple
+    if torch.compiler.is_compiling():  # export/compile: one graph for every size, no shape branches
+        return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
     if pad_h == 0 and pad_w == 0:
         return image
     if mode == "reflect" and (pad_h >= height or pad_w >= width):

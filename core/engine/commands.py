@@ -111,6 +111,26 @@ def run(args: argparse.Namespace) -> None:
     print(f"{len(written)} image(s) written to {args.out}")
 
 
+def export(args: argparse.Namespace) -> None:
+    from deblurstack.compose import resolve_config
+    from deblurstack.engine.export import CHECK_SIZE, export_onnx
+
+    resolved = resolve_config(args.file, args.overrides)
+    for node in resolved.priors:
+        if node.record.requires:
+            raise ConfigError(
+                f"{args.file}: {node.keypath}: prior {node.type!r} needs input "
+                f"{', '.join(node.record.requires)}; exported stacks take the image only"
+            )
+    stack = resolved.build_stack()
+    weights = load_stack_weights(stack, Path(args.checkpoint), args.weights) if args.checkpoint else "random weights"
+    difference = export_onnx(stack, args.out)
+    print(
+        f"{args.out}: ONNX, {weights}; on a {CHECK_SIZE[0]}x{CHECK_SIZE[1]} input it differs from PyTorch by at "
+        f"most {difference:.2e}"
+    )
+
+
 def synth(args: argparse.Namespace) -> None:
     from deblurstack.compose import resolve_node
     from deblurstack.engine.prepare import synthesize

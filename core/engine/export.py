@@ -1,0 +1,69 @@
+"""Exporting a stack for deployment as ONNX (torch's torch.export-based exporter; run it with onnxruntime).
+
+Batch, height and width stay dynamic, so the internal padding of a backbone works for any size;
+every export is checked on an odd-sized input that was not used to export it. (A torch.export
+``.pt2`` program is not offered: slicing padded maps back to a dynamic width makes torch.export
+specialise on the padding, where ONNX keeps it general.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from deblurstack.errors import DeblurstackError
+
+#: the size traced at export, and a different odd size the result is checked on
+EXAMPLE_SIZE, CHECK_SIZE = (67, 93), (61, 87)
+
+
+class ExportError(DeblurstackError):
+    """The stack could not be exported, or the export disagrees with PyTorch."""
+
+
+def export_onnx(stack: nn.Module, path: str | Path, tolerance: float = 1e-4) -> float:
+    """Export ``stack`` (image in, image out) to ONNX at ``path``; returns the max abs difference to
+    PyTorch on a ``CHECK_SIZE`` input, and raises :class:`ExportError` when it exceeds ``tolerance``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stack = stack.eval()
+    multiple = max(getattr(getattr(stack, "backbone", stack), "pad_multiple", 1), 1)
+    example = torch.rand(2, 3, *EXAMPLE_SIZE)  # not 1: torch.export specialises dimensions of size 1
+    shapes = {
+        "image": {
+            0: torch.export.Dim("batch", min=1, max=64),
+            2: torch.export.Dim("height", min=2 * multiple, max=16384),
+            3: torch.export.Dim("width", min=2 * multiple, max=16384),
+        }
+    }
+    try:
+        program = torch.onnx.export(
+            stack,
+            (example,),
+            dynamo=True,
+            input_names=["image"],
+            output_names=["output"],
+            dynamic_shapes=shapes,
+            verbose=False,
+        )
+        program.save(str(path))
+    except Exception as error:
+        raise ExportError(
+            f"ONNX export failed: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        ) from error
+    check = torch.rand(2, 3, *CHECK_SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = stack(check).numpy()
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    difference = float(np.abs(session.run(None, {"image": check.numpy()})[0] - expected).max())
+    if not difference <= tolerance:
+        raise ExportError(
+            f"{path}: the exported model differs from PyTorch by {difference:.3g} "
+            f"(tolerance {tolerance}) on a 2x3x{CHECK_SIZE[0]}x{CHECK_SIZE[1]} input"
+        )
+    return difference
