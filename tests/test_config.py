@@ -30,7 +30,7 @@ BAD = {
         {"c.yaml": "stack: {backbone: {type: unte}}"},
         [],
         r"c.yaml: stack.backbone.type: unknown backbone 'unte'; did you mean 'unet'\? "
-        r"\(choose from: needs_depth, plain, pyramid, unet\)",
+        r"\(choose from: [a-z_, ]*needs_depth, [a-z_, ]*unet\)",
     ),
     "unknown preset": (
         {"c.yaml": "stack: {backbone: {type: unet.smal}}"},
@@ -180,7 +180,7 @@ BAD = {
     "missing backbone": (
         {"c.yaml": "stack: {losses: [{type: l1}]}"},
         [],
-        r"stack.backbone: missing: every stack needs a backbone \(backbones: needs_depth, plain, pyramid, unet\)",
+        r"stack.backbone: missing: every stack needs a backbone \(backbones: [a-z_, ]*needs_depth, [a-z_, ]*unet\)",
     ),
     "missing stack": (
         {"c.yaml": "name: nothing"},
@@ -190,7 +190,7 @@ BAD = {
     "node without a type": (
         {"c.yaml": "stack: {backbone: {width: 16}}"},
         [],
-        r"stack.backbone.type: missing: name a backbone \(choices: needs_depth, plain, pyramid, unet\)",
+        r"stack.backbone.type: missing: name a backbone \(choices: [a-z_, ]*needs_depth, [a-z_, ]*unet\)",
     ),
     "node that is not a mapping": (
         {"c.yaml": "stack: {backbone: unet}"},

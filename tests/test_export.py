@@ -15,14 +15,25 @@ from deblurstack.engine.export import CHECK_SIZE, export_onnx
 #: a small configuration of every built-in backbone (exporting is slow for big ones)
 SMALL = {
     "unet": {"type": "unet.tiny"},
+    "nafnet": {"type": "nafnet", "width": 8, "enc_blk_nums": [1, 1], "middle_blk_num": 1, "dec_blk_nums": [1, 1]},
+    "nafnet_baseline": {
+        "type": "nafnet_baseline",
+        "width": 8,
+        "enc_blk_nums": [1, 1],
+        "middle_blk_num": 1,
+        "dec_blk_nums": [1, 1],
+    },
+    "restormer": {"type": "restormer", "dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1},
+    "mimo_unet": {"type": "mimo_unet", "num_res": 1},
+    "timm_unet": {"type": "timm_unet", "encoder": "resnet18"},
 }
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_every_builtin_backbone_exports_to_onnx_and_matches_on_another_size(tmp_path, name):
     stack = build_stack({"stack": {"backbone": SMALL[name]}}).eval()
-    difference = export_onnx(stack, tmp_path / f"{name}.onnx")
-    assert difference <= 1e-4
+    route, difference = export_onnx(stack, tmp_path / f"{name}.onnx")
+    assert difference <= 1e-4 and route in ("torch.export", "TorchScript trace")
     session = onnxruntime.InferenceSession(str(tmp_path / f"{name}.onnx"), providers=["CPUExecutionProvider"])
     odd = torch.rand(1, 3, 45, 71)  # neither the export nor the check size
     with torch.inference_mode():

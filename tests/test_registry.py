@@ -135,7 +135,8 @@ def test_plugins_can_be_blocked_by_name_and_through_the_environment(monkeypatch)
     assert "psnr" not in create_plugin_manager(blocked=["losses"]).components("loss")
     monkeypatch.setenv("DEBLURSTACK_BLOCK_PLUGINS", "unet, losses")
     manager = create_plugin_manager()
-    assert manager.components("backbone") == {} and manager.components("loss") == {}
+    assert "unet" not in manager.components("backbone") and "nafnet" in manager.components("backbone")
+    assert set(manager.components("loss")) == {"mimo_unet"}  # only the MIMO-UNet plugin's own loss is left
     assert manager.is_blocked("unet")
 
 
@@ -155,9 +156,13 @@ def deblurstack_backbone():  # singular: a typo
 
 def test_unknown_names_suggest_the_closest_and_list_the_choices():
     manager = create_plugin_manager()
-    with pytest.raises(PluginError, match=r"^unknown backbone 'unte'; did you mean 'unet'\? \(choose from: unet\)$"):
+    with pytest.raises(
+        PluginError, match=r"^unknown backbone 'unte'; did you mean 'unet'\? \(choose from: .*, unet\)$"
+    ):
         manager.get("backbone", "unte")
-    with pytest.raises(PluginError, match=r"unknown loss 'perceptual' \(choose from: charbonnier, l1, psnr\)"):
+    with pytest.raises(
+        PluginError, match=r"unknown loss 'perceptual' \(choose from: charbonnier, l1, mimo_unet, psnr\)"
+    ):
         manager.get("loss", "perceptual")
     with pytest.raises(PluginError, match=r"unknown trainer 'gan' \(choose from: supervised\)"):
         manager.get("trainer", "gan")
@@ -170,7 +175,8 @@ def test_unknown_names_suggest_the_closest_and_list_the_choices():
 def test_find_matches_names_and_presets():
     manager = create_plugin_manager()
     assert [c.name for c in manager.find("unet.sm*")] == ["unet"]
-    assert [c.name for c in manager.find("*", kind="loss")] == ["charbonnier", "l1", "psnr"]
+    assert [c.name for c in manager.find("*", kind="loss")] == ["charbonnier", "l1", "mimo_unet", "psnr"]
+    assert [c.name for c in manager.find("naf*")] == ["nafnet", "nafnet_baseline"]
     assert manager.find("nothing*") == []
 
 

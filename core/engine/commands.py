@@ -124,10 +124,10 @@ def export(args: argparse.Namespace) -> None:
             )
     stack = resolved.build_stack()
     weights = load_stack_weights(stack, Path(args.checkpoint), args.weights) if args.checkpoint else "random weights"
-    difference = export_onnx(stack, args.out)
+    route, difference = export_onnx(stack, args.out)
     print(
-        f"{args.out}: ONNX, {weights}; on a {CHECK_SIZE[0]}x{CHECK_SIZE[1]} input it differs from PyTorch by at "
-        f"most {difference:.2e}"
+        f"{args.out}: ONNX by {route}, {weights}; on a {CHECK_SIZE[0]}x{CHECK_SIZE[1]} input it differs from "
+        f"PyTorch by at most {difference:.2e}"
     )
 
 

@@ -1,13 +1,15 @@
-"""Exporting a stack for deployment as ONNX (torch's torch.export-based exporter; run it with onnxruntime).
+"""Exporting a stack for deployment as ONNX, checked with onnxruntime.
 
-Batch, height and width stay dynamic, so the internal padding of a backbone works for any size;
-every export is checked on an odd-sized input that was not used to export it. (A torch.export
-``.pt2`` program is not offered: slicing padded maps back to a dynamic width makes torch.export
-specialise on the padding, where ONNX keeps it general.)
+The torch.export-based exporter comes first; where it cannot follow a model (some resizing code),
+the TorchScript tracer takes over. Batch, height and width stay dynamic either way, so the
+internal padding of a backbone works for any size, and every export is checked on an odd-sized
+input that was not used to export it. (No torch.export ``.pt2`` program is offered: slicing padded
+maps back to a dynamic width makes torch.export specialise on the padding, where ONNX stays general.)
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +26,13 @@ class ExportError(DeblurstackError):
     """The stack could not be exported, or the export disagrees with PyTorch."""
 
 
-def export_onnx(stack: nn.Module, path: str | Path, tolerance: float = 1e-4) -> float:
-    """Export ``stack`` (image in, image out) to ONNX at ``path``; returns the max abs difference to
-    PyTorch on a ``CHECK_SIZE`` input, and raises :class:`ExportError` when it exceeds ``tolerance``."""
+def export_onnx(stack: nn.Module, path: str | Path, tolerance: float = 1e-4) -> tuple[str, float]:
+    """Export ``stack`` (image in, image out) to ONNX at ``path``.
+
+    Returns the route taken (``torch.export``, or a ``TorchScript trace`` where torch.export cannot
+    follow the model) and the max abs difference to PyTorch on a ``CHECK_SIZE`` input; raises
+    :class:`ExportError` when that exceeds ``tolerance``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stack = stack.eval()
@@ -50,10 +56,27 @@ def export_onnx(stack: nn.Module, path: str | Path, tolerance: float = 1e-4) -> 
             verbose=False,
         )
         program.save(str(path))
-    except Exception as error:
-        raise ExportError(
-            f"ONNX export failed: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
-        ) from error
+        route = "torch.export"
+    except Exception as first:  # torch.export cannot follow some resizing code: trace it with TorchScript instead
+        axes = {name: {0: "batch", 2: "height", 3: "width"} for name in ("image", "output")}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer and deprecation warnings; the check below decides
+                torch.onnx.export(
+                    stack,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    input_names=["image"],
+                    output_names=["output"],
+                    dynamic_axes=axes,
+                    opset_version=17,
+                )
+        except Exception as error:
+            raise ExportError(
+                f"ONNX export failed: torch.export: {_first_words(first)}; TorchScript: {_first_words(error)}"
+            ) from error
+        route = "TorchScript trace"
     check = torch.rand(2, 3, *CHECK_SIZE, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         expected = stack(check).numpy()
@@ -66,4 +89,8 @@ def export_onnx(stack: nn.Module, path: str | Path, tolerance: float = 1e-4) -> 
             f"{path}: the exported model differs from PyTorch by {difference:.3g} "
             f"(tolerance {tolerance}) on a 2x3x{CHECK_SIZE[0]}x{CHECK_SIZE[1]} input"
         )
-    return difference
+    return route, difference
+
+
+def _first_words(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"

@@ -1,0 +1,214 @@
+"""Restormer, following swz30/Restormer ``basicsr/models/archs/restormer_arch.py``.
+
+Module names reproduce the official ``state_dict`` keys, so the release files (key ``params``)
+load with ``strict=True``. Deliberate differences: ``forward`` reflect-pads to a multiple of 8
+and crops back (the official test scripts do this outside the model; images smaller than the
+padding are replicate-padded, where the official script would fail); prior channels enter
+``patch_embed`` and the global residual adds only the three image channels; guidance acts on
+the decoder inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from deblurstack import Backbone, Guidance, image_residual, pad_to_multiple
+
+
+class _Norm(nn.Module):
+    """Normalises each pixel over its channels (eps 1e-5, biased variance)."""
+
+    def __init__(self, channels: int, with_bias: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels)) if with_bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        variance = x.var(dim=1, keepdim=True, unbiased=False)
+        if self.bias is None:  # BiasFree: scaled by the std around the mean, but the mean is not subtracted
+            return x / torch.sqrt(variance + 1e-5) * self.weight[:, None, None]
+        x = (x - x.mean(dim=1, keepdim=True)) / torch.sqrt(variance + 1e-5)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class LayerNorm(nn.Module):
+    """Channel LayerNorm, ``WithBias`` or ``BiasFree``; the ``body`` level keeps the official key names."""
+
+    def __init__(self, channels: int, kind: str) -> None:
+        super().__init__()
+        self.body = _Norm(channels, with_bias=kind != "BiasFree")  # as the official code: anything else is WithBias
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+class FeedForward(nn.Module):
+    """GDFN: 1x1 expand to 2 x hidden, depthwise 3x3, GELU(x1) * x2, 1x1 back."""
+
+    def __init__(self, dim: int, expansion: float, bias: bool) -> None:
+        super().__init__()
+        hidden = int(dim * expansion)
+        self.project_in = nn.Conv2d(dim, 2 * hidden, 1, bias=bias)
+        self.dwconv = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(x1) * x2)
+
+
+class Attention(nn.Module):
+    """MDTA: per head, a (C/h) x (C/h) attention map between channels, so the cost is linear in H x W."""
+
+    def __init__(self, dim: int, heads: int, bias: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(3 * dim, 3 * dim, 3, padding=1, groups=3 * dim, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        height, width = x.shape[-2:]
+        q, k, v = (
+            rearrange(t, "b (head c) h w -> b head c (h w)", head=self.heads)
+            for t in self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        )
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)  # L2 along H*W
+        attention = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
+        out = rearrange(attention @ v, "b head c (h w) -> b (head c) h w", h=height, w=width)
+        return self.project_out(out)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm: ``x + MDTA(LN(x))``, then ``x + GDFN(LN(x))``."""
+
+    def __init__(self, dim: int, heads: int, expansion: float, bias: bool, norm: str) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm(dim, norm)
+        self.attn = Attention(dim, heads, bias)
+        self.norm2 = LayerNorm(dim, norm)
+        self.ffn = FeedForward(dim, expansion, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class OverlapPatchEmbed(nn.Module):
+    def __init__(self, in_channels: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, 3, padding=1, bias=False)  # never a bias, as the official code
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+class Downsample(nn.Module):
+    """3x3 conv C -> C/2, then PixelUnshuffle(2): 2C channels at half resolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+class Upsample(nn.Module):
+    """3x3 conv C -> 2C, then PixelShuffle(2): C/2 channels at double resolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+class Restormer(Backbone):
+    """Restormer: a 4-level U-Net of transformer blocks (channels dim, 2dim, 4dim, 8dim).
+
+    Args:
+        in_channels: image channels plus prior channels (set by the stack builder); the official
+            dual-pixel model takes 6 (left and right views).
+        dim: channels of the first level.
+        num_blocks: transformer blocks per level, from full resolution to the latent level
+            (the decoder reuses the counts of levels 1 to 3).
+        num_refinement_blocks: blocks after the level-1 decoder.
+        heads: attention heads per level.
+        ffn_expansion_factor: hidden width of the feed-forward network relative to its input.
+        bias: biases in the convolutions, except the embedding and the resampling ones (as the official code).
+        layer_norm: ``WithBias`` (deblurring configs) or ``BiasFree`` (denoising configs: the mean
+            is not subtracted).
+        dual_pixel_task: the official dual-pixel defocus model: a 1x1 skip from the embedding to
+            the refinement output and no global residual.
+    """
+
+    pad_multiple = 8  # three 2x down-samplings
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        dim: int = 48,
+        num_blocks: tuple[int, int, int, int] = (4, 6, 6, 8),
+        num_refinement_blocks: int = 4,
+        heads: tuple[int, int, int, int] = (1, 2, 4, 8),
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        layer_norm: Literal["WithBias", "BiasFree"] = "WithBias",
+        dual_pixel_task: bool = False,
+    ) -> None:
+        super().__init__()
+
+        def blocks(count: int, channels: int, head_count: int) -> nn.Sequential:
+            return nn.Sequential(
+                *(TransformerBlock(channels, head_count, ffn_expansion_factor, bias, layer_norm) for _ in range(count))
+            )
+
+        # attribute names and their order are those of the official state_dict
+        self.patch_embed = OverlapPatchEmbed(in_channels, dim)
+        self.encoder_level1 = blocks(num_blocks[0], dim, heads[0])
+        self.down1_2 = Downsample(dim)
+        self.encoder_level2 = blocks(num_blocks[1], dim * 2, heads[1])
+        self.down2_3 = Downsample(dim * 2)
+        self.encoder_level3 = blocks(num_blocks[2], dim * 4, heads[2])
+        self.down3_4 = Downsample(dim * 4)
+        self.latent = blocks(num_blocks[3], dim * 8, heads[3])
+        self.up4_3 = Upsample(dim * 8)
+        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, 1, bias=bias)
+        self.decoder_level3 = blocks(num_blocks[2], dim * 4, heads[2])
+        self.up3_2 = Upsample(dim * 4)
+        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, 1, bias=bias)
+        self.decoder_level2 = blocks(num_blocks[1], dim * 2, heads[1])
+        self.up2_1 = Upsample(dim * 2)  # no channel reduction: level 1 of the decoder works at 2 * dim
+        self.decoder_level1 = blocks(num_blocks[0], dim * 2, heads[0])
+        self.refinement = blocks(num_refinement_blocks, dim * 2, heads[0])
+        self.dual_pixel_task = dual_pixel_task
+        if dual_pixel_task:
+            self.skip_conv = nn.Conv2d(dim, dim * 2, 1, bias=bias)
+        self.output = nn.Conv2d(dim * 2, 3, 3, padding=1, bias=bias)
+        self.insertion_points = {"decoder_s4": dim * 4, "decoder_s2": dim * 2, "decoder_s1": dim * 2}
+
+    def forward(self, image: Tensor, guidance: Guidance | None = None) -> Tensor:
+        height, width = image.shape[-2:]
+        x = pad_to_multiple(image, self.pad_multiple, mode="reflect")  # as Motion_Deblurring/test.py
+        embedded = self.patch_embed(x)
+        enc1 = self.encoder_level1(embedded)
+        enc2 = self.encoder_level2(self.down1_2(enc1))
+        enc3 = self.encoder_level3(self.down2_3(enc2))
+        x = self.latent(self.down3_4(enc3))
+        x = self.reduce_chan_level3(torch.cat([self.up4_3(x), enc3], dim=1))
+        x = self.decoder_level3(self.guide("decoder_s4", x, guidance))
+        x = self.reduce_chan_level2(torch.cat([self.up3_2(x), enc2], dim=1))
+        x = self.decoder_level2(self.guide("decoder_s2", x, guidance))
+        x = torch.cat([self.up2_1(x), enc1], dim=1)
+        x = self.refinement(self.decoder_level1(self.guide("decoder_s1", x, guidance)))
+        if self.dual_pixel_task:
+            return self.output(x + self.skip_conv(embedded))[..., :height, :width]
+        return image_residual(self.output(x)[..., :height, :width], image)
