@@ -44,7 +44,7 @@ def worker(args: argparse.Namespace) -> None:
     if args.checkpoint:
         from pathlib import Path
 
-        from deblurstack.engine.commands import load_stack_weights
+        from deblurstack.checkpoint import load_stack_weights
 
         load_stack_weights(stack, Path(args.checkpoint), "auto")
     image = photo(args.width, args.height)

@@ -50,6 +50,7 @@ _LAZY = {
     "Translator": "deblurstack.contracts",
     "Loss": "deblurstack.contracts",
     "Metric": "deblurstack.contracts",
+    "MaskSource": "deblurstack.contracts",
     "Synthesizer": "deblurstack.contracts",
     "Guidance": "deblurstack.contracts",
     "pad_to_multiple": "deblurstack.contracts",

@@ -95,6 +95,21 @@ def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str, stri
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=strict)
 
 
+def load_stack_weights(stack: nn.Module, path: str | Path, weights: str = "auto") -> str:
+    """Load a training checkpoint (``params``/``params_ema``) or a plain state dict; returns what was loaded."""
+    checkpoint = read_checkpoint(path)
+    if "params" not in checkpoint:
+        if weights == "ema":
+            raise CheckpointError(f"{path}: --weights ema, but the file is a plain state dict without params_ema")
+        load_state(stack, read_state_dict(path), source=str(path))
+        return "state dict"
+    if weights == "ema" and "params_ema" not in checkpoint:
+        raise CheckpointError(f"{path}: --weights ema, but the checkpoint has no params_ema (EMA was off)")
+    key = "params_ema" if weights != "model" and "params_ema" in checkpoint else "params"
+    load_state(stack, checkpoint[key], source=f"{path} [{key}]")
+    return f"{key}, step {checkpoint.get('step', '?')}"
+
+
 def save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
     path = Path(path)

@@ -139,6 +139,11 @@ def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--max-side", type=int, help="downscale larger images to this longer side first")
 
+    masks = groups.add_parser("masks", parents=[common], help="compute the auxiliary maps (SAM masks ...) in advance")
+    masks.add_argument("file", help="YAML config whose data sections name mask sources with a cache")
+    masks.add_argument("overrides", nargs="*", help="dotted config overrides")
+    masks.add_argument("--split", help="only this data split (default: every split with auxiliary inputs)")
+
     crop = groups.add_parser("crop", parents=[common], help="cut images into overlapping crops (GoPro 512/256)")
     crop.add_argument("sources", nargs="+", help="folders to cut; each goes to <out>/<folder name>")
     crop.add_argument("--out", required=True)
@@ -261,6 +266,7 @@ COMMANDS = {
     ("synth", None): "synth",
     ("export", None): "export",
     ("crop", None): "crop",
+    ("masks", None): "masks",
     ("quickstart", None): "quickstart",
 }
 

@@ -51,6 +51,7 @@ OPTIONS = {
     "translator": ("checkpoint", "frozen"),
     "loss": ("weight",),
     "dataset": ("aux",),
+    "mask_source": ("cache", "predeblur"),
 }
 #: inputs every sample has
 BASIC_INPUTS = ("input", "target")
@@ -160,8 +161,20 @@ class ResolvedConfig:
                 self.config.error("data", f"no split {split!r} (splits: {', '.join(self.datasets) or 'none'})")
             )
         node = self.datasets[split]
-        sources = {name: source.build() for name, source in node.aux.items()}
+        sources = {name: self._build_mask_source(source) for name, source in node.aux.items()}
         return node.build(aux_sources=sources) if sources else node.build()
+
+    def _build_mask_source(self, node: ResolvedNode) -> Any:
+        """The source, seeing pre-deblurred images and caching its maps when the node says so."""
+        from deblurstack.masks import CachedSource, PredeblurredSource
+
+        source = node.build()
+        if node.options.get("predeblur"):
+            source = PredeblurredSource(source, **node.options["predeblur"])
+        if node.options.get("cache"):
+            parameters = {k: v for k, v in node.to_dict().items() if k != "cache"}  # moving the cache keeps its keys
+            source = CachedSource(source, node.options["cache"], parameters)
+        return source
 
     def build_metrics(self) -> list[Any]:
         """The metrics as :class:`~deblurstack.engine.evaluation.NamedMetric` (a repeated type gets a
@@ -524,6 +537,19 @@ class _Resolver:
         return node
 
     def check_options(self, options: dict[str, Any], keypath: str) -> None:
+        if "cache" in options and not isinstance(options["cache"], str):
+            self.problem(f"{keypath}.cache", f"must be a folder path, got {options['cache']!r}")
+        if options.get("predeblur") is not None:
+            spec = options["predeblur"]
+            if (
+                not isinstance(spec, Mapping)
+                or set(spec) != {"config", "checkpoint"}
+                or not all(isinstance(v, str) and Path(v).is_file() for v in spec.values())
+            ):
+                self.problem(
+                    f"{keypath}.predeblur",
+                    f"must be {{config: <existing file>, checkpoint: <existing file>}}, got {spec!r}",
+                )
         if options.get("tlc") is not None:
             size = options["tlc"].get("train_size") if isinstance(options["tlc"], Mapping) else None
             size = [size, size] if isinstance(size, int) and not isinstance(size, bool) else size

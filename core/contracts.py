@@ -124,6 +124,20 @@ class Metric(nn.Module):
         raise NotImplementedError
 
 
+class MaskSource:
+    """Computes an auxiliary map (a segmentation, say) for one whole image, before any crop.
+
+    ``__call__(image, pair)`` receives the ``H x W x 3`` float32 RGB image in [0, 1] and the
+    :class:`~deblurstack.data.Pair` of its files (for sources that read maps from disk, and for
+    messages); it returns an ``H x W`` array: an integer label map for ``masks`` (whose level sets
+    are the segments), or a float map in [0, 1]. The dataset crops and flips it with the image.
+    Caching and pre-deblurring are options of the YAML node, handled by the builder.
+    """
+
+    def __call__(self, image: np.ndarray, pair: Any) -> np.ndarray:
+        raise NotImplementedError
+
+
 class Synthesizer:
     """Makes one blurry/sharp pair from sharp frames.
 
@@ -164,6 +178,7 @@ __all__ = [
     "Backbone",
     "Guidance",
     "Loss",
+    "MaskSource",
     "Metric",
     "Prior",
     "PriorOutput",

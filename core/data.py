@@ -203,8 +203,8 @@ class PairedImageDataset(Dataset):
         augment: apply one of the 8 flips/rotations at random.
         small_images: ``pad`` reflect-pads an image smaller than the patch (as NAFNet's loader);
             ``error`` raises naming the file.
-        aux_sources: auxiliary input name -> callable ``(image, name) -> H x W array``, run on
-            the whole image before cropping (mask sources).
+        aux_sources: auxiliary input name -> mask source, a callable ``(image, pair) -> H x W array``
+            run on the whole image before cropping.
         skip_bad: an unreadable pair is reported once and replaced by the next one.
         cache: keep decoded pairs (and auxiliary maps) in memory after their first read; for data
             that fits in RAM, it takes image decoding out of the training step.
@@ -216,7 +216,7 @@ class PairedImageDataset(Dataset):
         patch_size: int | None = None,
         augment: bool = False,
         small_images: Literal["pad", "error"] = "pad",
-        aux_sources: Mapping[str, Callable[[np.ndarray, str], np.ndarray]] | None = None,
+        aux_sources: Mapping[str, Callable[[np.ndarray, Pair], np.ndarray]] | None = None,
         skip_bad: bool = False,
         cache: bool = False,
     ) -> None:
@@ -265,7 +265,7 @@ class PairedImageDataset(Dataset):
             if name == "blur_mask" and arrays[name].dtype != np.float32:  # stored as 0/255 images
                 arrays[name] = (arrays[name] > 0).astype(np.float32)
         for name, source in self.aux_sources.items():
-            arrays[name] = source(arrays["input"], pair.name)
+            arrays[name] = source(arrays["input"], pair)
         for name, value in arrays.items():
             if value.shape[:2] != arrays["input"].shape[:2]:
                 raise ImageError(

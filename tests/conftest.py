@@ -53,6 +53,7 @@ def installed(tmp_path, monkeypatch):
 # Small real components that exercise what the built-in plugins do not yet: priors with
 # auxiliary inputs and guidance, a backbone without extra channels, translators, datasets.
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -239,11 +240,21 @@ class BlockLabels:
     def __init__(self, block: int = 8) -> None:
         self.block = block
 
-    def __call__(self, image):
-        height, width = image.shape[-2:]
-        rows = torch.arange(height).div(self.block, rounding_mode="floor")
-        cols = torch.arange(width).div(self.block, rounding_mode="floor")
+    def __call__(self, image, pair):
+        height, width = image.shape[:2]
+        rows = np.arange(height) // self.block
+        cols = np.arange(width) // self.block
         return rows[:, None] * (width // self.block + 1) + cols[None, :]
+
+
+class CountingLabels(BlockLabels):
+    """Block labels that count how often they are computed."""
+
+    calls = 0
+
+    def __call__(self, image, pair):
+        type(self).calls += 1
+        return super().__call__(image, pair)
 
 
 class MeanAbsoluteError:
@@ -309,7 +320,10 @@ class ComponentsForTests:
 
     @hookimpl
     def deblurstack_mask_sources(self):
-        return [MaskSourceRecord(name="blocks", factory=BlockLabels, summary="Square blocks as segments")]
+        return [
+            MaskSourceRecord(name="blocks", factory=BlockLabels, summary="Square blocks as segments"),
+            MaskSourceRecord(name="counting_blocks", factory=CountingLabels, summary="Blocks, counted"),
+        ]
 
     @hookimpl
     def deblurstack_metrics(self):

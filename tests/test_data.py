@@ -177,8 +177,8 @@ def test_aux_sources_run_on_the_whole_image_before_cropping(tmp_path):
     write_pairs(tmp_path, ["a"])
     seen = []
 
-    def rows(image, name):
-        seen.append((name, image.shape))
+    def rows(image, pair):
+        seen.append((pair.name, image.shape))
         return np.repeat(np.arange(image.shape[0])[:, None], image.shape[1], axis=1)
 
     sample = PairedImageDataset(

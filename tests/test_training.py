@@ -285,7 +285,7 @@ def test_run_deblurs_files_folders_and_globs_keeping_16_bit(tmp_path, trained, p
 
 def test_tiled_inference_matches_whole_image_inference(trained):
     from deblurstack import build_stack
-    from deblurstack.engine.commands import load_stack_weights
+    from deblurstack.checkpoint import load_stack_weights
     from deblurstack.engine.inference import predict
 
     config, checkpoint = trained

@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from deblurstack.errors import CheckpointError, ConfigError
+from deblurstack.checkpoint import load_stack_weights
+from deblurstack.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -152,6 +153,33 @@ def synth(args: argparse.Namespace) -> None:
     print(f"{len(names)} pairs written to {Path(args.out) / 'input'} and {Path(args.out) / 'target'}")
 
 
+def masks(args: argparse.Namespace) -> None:
+    """Compute the auxiliary maps of every image in advance, into the caches the config names."""
+    from tqdm import tqdm
+
+    from deblurstack.compose import resolve_config
+    from deblurstack.masks import CachedSource
+
+    resolved = resolve_config(args.file, args.overrides)
+    splits = [args.split] if args.split else [s for s, node in resolved.datasets.items() if node.aux]
+    for split in splits:
+        node = resolved.datasets.get(split)
+        if node is None or not node.aux:
+            raise ConfigError(f"{args.file}: data.{split}: no auxiliary inputs with a mask source to compute")
+        uncached = [f"data.{split}.aux.{name}" for name, source in node.aux.items() if not source.options.get("cache")]
+        if uncached:
+            raise ConfigError(f"{args.file}: {uncached[0]}: set `cache: <folder>` so that computed maps are kept")
+        dataset = resolved.build_dataset(split)
+        for pair in tqdm(dataset.pairs, desc=f"maps for data.{split}", unit="image"):
+            dataset.load(pair)
+        caches = [s for s in dataset.aux_sources.values() if isinstance(s, CachedSource)]
+        made = sum(cache.generated for cache in caches)
+        print(
+            f"data.{split}: {len(dataset.pairs)} images, {made} maps computed, "
+            f"{len(dataset.pairs) * len(caches) - made} already cached"
+        )
+
+
 def crop(args: argparse.Namespace) -> None:
     from deblurstack.engine.prepare import crop_folder
 
@@ -208,23 +236,6 @@ def quickstart(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def load_stack_weights(stack: Any, path: Path, weights: str) -> str:
-    """Load a training checkpoint (``params``/``params_ema``) or a plain state dict; returns what was loaded."""
-    from deblurstack.checkpoint import load_state, read_checkpoint, read_state_dict
-
-    checkpoint = read_checkpoint(path)
-    if "params" not in checkpoint:
-        if weights == "ema":
-            raise CheckpointError(f"{path}: --weights ema, but the file is a plain state dict without params_ema")
-        load_state(stack, read_state_dict(path), source=str(path))
-        return "state dict"
-    if weights == "ema" and "params_ema" not in checkpoint:
-        raise CheckpointError(f"{path}: --weights ema, but the checkpoint has no params_ema (EMA was off)")
-    key = "params_ema" if weights != "model" and "params_ema" in checkpoint else "params"
-    load_state(stack, checkpoint[key], source=f"{path} [{key}]")
-    return f"{key}, step {checkpoint.get('step', '?')}"
 
 
 def _parse_settings(settings: list[str]) -> dict[str, Any]:
