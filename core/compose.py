@@ -43,7 +43,7 @@ from deblurstack.registry import Component, PluginManager, get_plugin_manager
 
 #: ``vars`` holds free values for ``${vars...}`` interpolation (paths, sizes); nothing reads it directly
 SECTIONS = ("name", "seed", "vars", "stack", "data", "metrics", "train")
-STACK_KEYS = ("translator", "priors", "backbone", "losses")
+STACK_KEYS = ("translator", "priors", "backbone", "losses", "checkpoint")
 #: keys of a component node that configure the stack, not the factory
 OPTIONS = {
     "backbone": ("checkpoint", "frozen", "tlc"),
@@ -114,6 +114,7 @@ class ResolvedConfig:
     datasets: dict[str, ResolvedNode] = field(default_factory=dict)
     metrics: list[ResolvedNode] = field(default_factory=list)
     trainer: ResolvedNode | None = None
+    checkpoint: dict[str, Any] | None = None  # weights of the whole stack (stack.checkpoint)
 
     def build_stack(self) -> Any:
         """Build every module of the stack, load checkpoints and freeze what is frozen."""
@@ -152,7 +153,17 @@ class ResolvedConfig:
                 node.build(), node.options.get("weight", 1.0), node.record.multiscale, node.record.requires
             )
         frozen = [name for name, node in self._model_nodes() if node.options.get("frozen")]
-        return Stack(backbone, priors, translator, losses, frozen)
+        stack = Stack(backbone, priors, translator, losses, frozen)
+        if self.checkpoint:
+            from deblurstack.checkpoint import load_weights
+
+            try:
+                load_weights(
+                    stack, self.checkpoint["path"], key=self.checkpoint["key"], strict=self.checkpoint["strict"]
+                )
+            except CheckpointError as error:
+                raise ConfigError(self.config.error("stack.checkpoint", str(error))) from None
+        return stack
 
     def build_dataset(self, split: str) -> Any:
         """The dataset of ``data.<split>``, with its auxiliary-input sources built and attached."""
@@ -299,6 +310,10 @@ class _Resolver:
                 self.problem(
                     f"stack.{key}", f"unknown key{did_you_mean(str(key), STACK_KEYS)} (keys: {', '.join(STACK_KEYS)})"
                 )
+        if stack.get("checkpoint") is not None:
+            options = {"checkpoint": stack["checkpoint"]}
+            self.check_options(options, "stack")
+            resolved.checkpoint = options["checkpoint"] if isinstance(options["checkpoint"], dict) else None
         if stack.get("translator") is not None:
             resolved.translator = self.node("translator", stack["translator"], "stack.translator")
         resolved.priors = self.node_list("prior", stack.get("priors"), "stack.priors")
@@ -459,6 +474,8 @@ class _Resolver:
         if resolved.backbone:
             stack["backbone"] = resolved.backbone.to_dict()
         stack["losses"] = [node.to_dict() for node in resolved.losses]
+        if resolved.checkpoint:
+            stack["checkpoint"] = dict(resolved.checkpoint)
         data["stack"] = stack
         if resolved.datasets:
             data["data"] = {split: node.to_dict() for split, node in resolved.datasets.items()}

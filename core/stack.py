@@ -20,6 +20,8 @@ from torch import Tensor, nn
 
 from deblurstack.contracts import PriorOutput
 
+STATE_PREFIXES = ("translator.", "priors.", "backbone.", "losses.")
+
 
 @dataclass
 class StackOutput:
@@ -83,6 +85,25 @@ class Stack(nn.Module):
         for name in self.frozen:
             self.get_submodule(name).requires_grad_(False)
         self.train()
+
+    def remap_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Accept a flat file from an official monolithic model (no ``backbone.``/``priors.`` prefixes).
+
+        Each prior that defines ``claim_state_dict(state) -> {file key: its own key}`` takes its
+        weights (SAM-Deblur's ``pre_seg`` convolutions, say); the backbone gets the rest, through its
+        own ``remap_state_dict`` if it has one.
+        """
+        if any(key.startswith(STATE_PREFIXES) for key in state):
+            return state
+        remaining, mapped = dict(state), {}
+        for index, prior in enumerate(self.priors):
+            claims = getattr(prior, "claim_state_dict", None)
+            for file_key, own_key in (claims(remaining) if claims else {}).items():
+                mapped[f"priors.{index}.{own_key}"] = remaining.pop(file_key)
+        remap = getattr(self.backbone, "remap_state_dict", None)
+        for key, value in (remap(remaining) if callable(remap) else remaining).items():
+            mapped[f"backbone.{key}"] = value
+        return mapped
 
     def train(self, mode: bool = True) -> Stack:
         super().train(mode)

@@ -93,6 +93,10 @@ class LabelMeanPrior(Prior):
         means = (sums / sizes)[flat].view(batch, *labels.shape[1:], channels).permute(0, 3, 1, 2)
         return PriorOutput(channels=means)
 
+    def claim_state_dict(self, state):
+        """A monolithic model's file names this prior's weights ``pre_project.*``."""
+        return {key: key.replace("pre_project.", "project.") for key in state if key.startswith("pre_project.")}
+
 
 class LumaPrior(Prior):
     """The mean of the colour channels as one extra channel: a prior without parameters."""

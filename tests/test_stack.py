@@ -225,3 +225,47 @@ def test_stack_state_dict_round_trips(tmp_path):
     x = batch()["input"]
     with torch.no_grad():
         assert torch.equal(first(x), second(x))
+
+
+@pytest.mark.usefixtures("test_components")
+def test_a_whole_stack_checkpoint_loads_our_files_and_flat_official_ones(tmp_path):
+    config = {"stack": {"priors": [{"type": "label_mean"}], "backbone": {"type": "unet.tiny"}}}
+    source = build_stack(config)
+    with torch.no_grad():
+        for parameter in source.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    save_atomic({"params": source.state_dict()}, tmp_path / "ours.pth")
+    flat = {
+        key.removeprefix("backbone."): value
+        for key, value in source.state_dict().items()
+        if key.startswith("backbone.")
+    }
+    flat.update(
+        {
+            key.replace("priors.0.project.", "pre_project."): value
+            for key, value in source.state_dict().items()
+            if key.startswith("priors.0.")
+        }
+    )
+    save_atomic({"params": flat}, tmp_path / "official.pth")
+    for name in ("ours.pth", "official.pth"):
+        loaded = build_stack(
+            {"stack": {**config["stack"], "checkpoint": {"path": str(tmp_path / name), "key": "params"}}}
+        )
+        assert all(
+            torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), source.state_dict().values(), strict=True)
+        ), name
+    with pytest.raises(
+        ConfigError,
+        match=r"stack.checkpoint: .*official.pth does not fit Stack: missing keys: "
+        r"priors.0.project.weight",
+    ):
+        build_stack(
+            {
+                "stack": {
+                    "priors": [{"type": "label_mean"}, {"type": "label_mean"}],
+                    "backbone": {"type": "unet.tiny"},
+                    "checkpoint": str(tmp_path / "official.pth"),
+                }
+            }
+        )
