@@ -257,8 +257,8 @@ def test_a_whole_stack_checkpoint_loads_our_files_and_flat_official_ones(tmp_pat
         ), name
     with pytest.raises(
         ConfigError,
-        match=r"stack.checkpoint: .*official.pth does not fit Stack: missing keys: "
-        r"priors.0.project.weight",
+        match=r"stack.checkpoint: .*official.pth does not fit Stack: shape mismatch: backbone.inc.double_conv.0.weight "
+        r"\(8, 5, 3, 3\) in the file vs \(8, 7, 3, 3\) in the model; missing keys: priors.1.project.weight",
     ):
         build_stack(
             {
