@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = config.add_parser("check", parents=[common], help="print the resolved config, or its errors")
     check.add_argument("file", help="YAML config file")
     check.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stack.backbone.width=16")
+    check.add_argument("--variant", help="apply one of the file's variants first")
     _add_engine_commands(groups, common)
     return parser
 
@@ -68,6 +69,7 @@ def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
         command.add_argument("file", help="YAML config file")
         command.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.iterations=100")
         command.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+        command.add_argument("--variant", help="apply one of the file's variants first")
 
     def weights_arguments(command: argparse.ArgumentParser) -> None:
         command.add_argument("--checkpoint", required=True, help="training checkpoint or state dict of the stack")
@@ -90,6 +92,14 @@ def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
         metavar="CHECKPOINT",
         help="continue the run named in the config from its newest checkpoint, or from CHECKPOINT",
     )
+
+    ablation = groups.add_parser("ablation", parents=[common], help="train and score every variant of a config")
+    ablation.add_argument("file", help="YAML config with a variants section")
+    ablation.add_argument("overrides", nargs="*", help="dotted overrides applied to every variant")
+    ablation.add_argument("--variants", help="comma-separated subset (default: all, in file order)")
+    ablation.add_argument("--split", default="test", help="data split to score (default: test)")
+    ablation.add_argument("--runs-dir", default="runs")
+    ablation.add_argument("--device", default="auto")
 
     test = groups.add_parser("test", parents=[common], help="score a trained stack on a data split")
     config_arguments(test)
@@ -143,6 +153,7 @@ def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
     masks.add_argument("file", help="YAML config whose data sections name mask sources with a cache")
     masks.add_argument("overrides", nargs="*", help="dotted config overrides")
     masks.add_argument("--split", help="only this data split (default: every split with auxiliary inputs)")
+    masks.add_argument("--variant", help="apply one of the file's variants first")
 
     crop = groups.add_parser("crop", parents=[common], help="cut images into overlapping crops (GoPro 512/256)")
     crop.add_argument("sources", nargs="+", help="folders to cut; each goes to <out>/<folder name>")
@@ -155,6 +166,7 @@ def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
     )
     quickstart.add_argument("--data", default="data/quickstart", help="where the synthetic dataset goes")
     quickstart.add_argument("--runs-dir", default="runs")
+    quickstart.add_argument("--data-only", action="store_true", help="only synthesize the data (for other examples)")
     quickstart.add_argument("overrides", nargs="*", help="overrides of examples/quickstart.yaml")
 
 
@@ -251,7 +263,7 @@ def config_check(args: argparse.Namespace) -> None:
 
     from deblurstack.compose import resolve_config
 
-    resolved = resolve_config(args.file, args.overrides)
+    resolved = resolve_config(args.file, args.overrides, variant=args.variant)
     print(yaml.safe_dump(resolved.data, sort_keys=False).rstrip())
 
 
@@ -262,6 +274,7 @@ COMMANDS = {
     ("config", "check"): config_check,
     ("train", None): "train",
     ("test", None): "test",
+    ("ablation", None): "ablation",
     ("run", None): "run",
     ("synth", None): "synth",
     ("export", None): "export",

@@ -227,18 +227,27 @@ class ResolvedConfig:
 
 
 def resolve_config(
-    config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str] = (), manager: PluginManager | None = None
+    config: Config | Mapping[str, Any] | str | Path,
+    overrides: Sequence[str] = (),
+    manager: PluginManager | None = None,
+    variant: str | None = None,
 ) -> ResolvedConfig:
-    """Check a configuration completely; raise :class:`ConfigError` listing every problem."""
-    config = _as_config(config, overrides)
+    """Check a configuration completely; raise :class:`ConfigError` listing every problem.
+
+    A file's ``variant`` (one of its ``variants``) is applied before ``overrides``.
+    """
+    config = _as_config(config, overrides, variant)
     return _Resolver(config, manager or get_plugin_manager()).resolve()
 
 
 def build_stack(
-    config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str] = (), manager: PluginManager | None = None
+    config: Config | Mapping[str, Any] | str | Path,
+    overrides: Sequence[str] = (),
+    manager: PluginManager | None = None,
+    variant: str | None = None,
 ) -> Any:
     """Build the :class:`~deblurstack.stack.Stack` a configuration (a file, a dict or a Config) describes."""
-    return resolve_config(config, overrides, manager).build_stack()
+    return resolve_config(config, overrides, manager, variant).build_stack()
 
 
 def resolve_node(
@@ -256,11 +265,13 @@ def resolve_node(
     return resolved
 
 
-def _as_config(config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str]) -> Config:
+def _as_config(
+    config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str], variant: str | None
+) -> Config:
     if isinstance(config, (str, Path)):
-        return load_config(config, overrides)
-    if overrides:
-        raise TypeError("overrides apply to configuration files; edit the mapping instead")
+        return load_config(config, overrides, variant)
+    if overrides or variant:
+        raise TypeError("overrides and variants apply to configuration files; edit the mapping instead")
     return config if isinstance(config, Config) else config_from_dict(config)
 
 

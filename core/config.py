@@ -18,9 +18,10 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from deblurstack.errors import ConfigError
+from deblurstack.errors import ConfigError, did_you_mean
 
 BASE_KEY = "base"
+VARIANTS_KEY = "variants"
 _ABSENT = object()
 
 
@@ -31,23 +32,53 @@ class Config:
     data: dict[str, Any]
     source: str = "<config>"
     overrides: list[str] = field(default_factory=list)
+    variants: list[str] = field(default_factory=list)  # names the file offers under ``variants``
+    variant: str | None = None  # the one applied
 
     def error(self, keypath: str, message: str) -> str:
         """One located problem: ``file: key.path: message``."""
         return f"{self.source}: {keypath}: {message}" if keypath else f"{self.source}: {message}"
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
-    """Load ``path`` with its bases, apply ``overrides`` and resolve interpolations.
+def load_config(path: str | Path, overrides: Sequence[str] = (), variant: str | None = None) -> Config:
+    """Load ``path`` with its bases, apply a ``variant`` and ``overrides``, resolve interpolations.
+
+    A file may define named variants, each a mapping of dotted keys to values applied like
+    overrides (an ablation is a base config plus its variants)::
+
+        variants:
+          cat: {stack.priors: [{type: sam_cat}]}
+          map: {stack.priors: [{type: sam_map, dropout: 0.0}]}
+
+    A variant's run is named ``<name>-<variant>``.
 
     Raises:
-        ConfigError: syntax errors (with line numbers), missing or cyclic bases, bad overrides,
-            unresolved ``${...}`` and missing ``???`` values, each located.
+        ConfigError: syntax errors (with line numbers), missing or cyclic bases, bad overrides or
+            variants, unresolved ``${...}`` and missing ``???`` values, each located.
     """
     path = Path(path)
     merged = _load_with_bases(path, chain=())
+    variants = _pop_variants(merged, path)
+    if variant is not None:
+        if variant not in variants:
+            known = ", ".join(variants) or "none"
+            raise ConfigError(
+                f"{path}: {VARIANTS_KEY}: no variant {variant!r}{did_you_mean(variant, variants)} (variants: {known})"
+            )
+        for key, value in variants[variant].items():
+            _set(merged, key, value, f"{VARIANTS_KEY}.{variant}.{key}", path)
+        merged["name"] = f"{merged.get('name') or path.stem}-{variant}"
     for override in overrides:
-        _apply_override(merged, override, path)
+        key, sep, value = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {override!r}: expected key.path=value")
+        try:
+            # from_dotlist parses the value with OmegaConf's safe YAML loader, which reads 1e-3 as a float;
+            # the value stays unresolved so that ${...} refers to the whole configuration.
+            parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={value}"]), resolve=False)["value"]
+        except (yaml.YAMLError, OmegaConfBaseException) as error:
+            raise ConfigError(f"override {override!r}: {_first_line(error)}") from None
+        _set(merged, key.strip(), parsed, f"override {override!r}", path)
     source = str(path)
     try:
         missing = sorted(OmegaConf.missing_keys(merged))
@@ -57,7 +88,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "") or "?"
         raise ConfigError(f"{source}: {key}: {_first_line(error)}") from None
-    return Config(data=data, source=source, overrides=list(overrides))
+    return Config(data=data, source=source, overrides=list(overrides), variants=list(variants), variant=variant)
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
@@ -106,24 +137,29 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> DictConfig:
         ) from None
 
 
-def _apply_override(config: DictConfig, override: str, path: Path) -> None:
-    key, sep, value = override.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"override {override!r}: expected key.path=value")
+def _pop_variants(config: DictConfig, path: Path) -> dict[str, dict[str, Any]]:
+    """Remove the ``variants`` section and return it as name -> {dotted key: value}."""
+    if VARIANTS_KEY not in config:
+        return {}
+    variants = OmegaConf.to_container(config, resolve=False)[VARIANTS_KEY]
+    del config[VARIANTS_KEY]
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        raise ConfigError(f"{path}: {VARIANTS_KEY}: must map variant names to {{dotted.key: value}} mappings")
+    return {str(name): {str(k): v for k, v in changes.items()} for name, changes in variants.items()}
+
+
+def _set(config: DictConfig, key: str, value: Any, label: str, path: Path) -> None:
+    """Set a dotted ``key`` (as an override does): parents must exist; a mapping replaces the node."""
     parts = key.split(".")
     for end in range(1, len(parts)):  # every parent must exist; the last key may be new (a default parameter)
         parent = ".".join(parts[:end])
         if OmegaConf.select(config, parent, default=_ABSENT, throw_on_missing=False) is _ABSENT:
-            raise ConfigError(f"override {override!r}: {parent!r} does not exist in {path}")
+            raise ConfigError(f"{label}: {parent!r} does not exist in {path}")
     try:
-        # from_dotlist parses the value with OmegaConf's safe YAML loader, which reads 1e-3 as a float;
-        # the value stays unresolved so that ${...} refers to the whole configuration.
-        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={value}"]), resolve=False)["value"]
         # a mapping replaces the node (swapping a component), it does not merge into it
-        OmegaConf.update(config, key, parsed, merge=not isinstance(parsed, dict), force_add=True)
-    except (yaml.YAMLError, OmegaConfBaseException, ValueError, IndexError, TypeError, KeyError) as error:
-        raise ConfigError(f"override {override!r}: {_first_line(error)}") from None
+        OmegaConf.update(config, key, value, merge=not isinstance(value, dict), force_add=True)
+    except (OmegaConfBaseException, ValueError, IndexError, TypeError, KeyError) as error:
+        raise ConfigError(f"{label}: {_first_line(error)}") from None
 
 
 def _first_line(error: BaseException) -> str:

@@ -87,7 +87,7 @@ BAD = {
         },
         [],
         r"data.train: prior 'label_mean' \(stack.priors\[0\]\) needs input 'masks', which dataset 'pairs' does not "
-        r"provide; add data.train.aux.masks with a mask source \(blocks\)",
+        r"provide; add data.train.aux.masks with a mask source \(blocks, counting_blocks[a-z_, ]*\)",
     ),
     "mask source under the wrong input name": (
         {
@@ -421,3 +421,47 @@ def test_python_api_reports_all_problems(tmp_path):
     assert caught.value.problems == [
         f"{path}: stack.priors: backbone 'plain' takes no extra input channels, but stack.priors[0] (label_mean) adds 2"
     ]
+
+
+def test_variants_apply_before_overrides_and_name_the_run(tmp_path):
+    path = write(
+        tmp_path,
+        {
+            "c.yaml": """
+        name: study
+        stack:
+          priors: []
+          backbone: {type: unet.tiny}
+          losses: [{type: l1}]
+        variants:
+          wide: {stack.backbone.width: 16}
+          gated: {stack.priors: [{type: label_mean, channels: 1}], stack.losses.0: {type: psnr}}
+    """
+        },
+    )
+    plain = resolve_config(path).data
+    assert plain["name"] == "study" and "variants" not in plain
+    gated = load_config(path, ["stack.backbone.depth=3"], variant="gated")
+    assert gated.variants == ["wide", "gated"] and gated.data["name"] == "study-gated"
+    data = resolve_config(gated).data
+    assert data["stack"]["priors"] == [{"type": "label_mean", "channels": 1}]
+    assert data["stack"]["losses"] == [{"type": "psnr", "weight": 1.0, "to_y": False}]  # replaced, not merged
+    assert data["stack"]["backbone"]["depth"] == 3 and data["stack"]["backbone"]["in_channels"] == 4
+
+
+@pytest.mark.parametrize(
+    "variants, variant, message",
+    [
+        (
+            "{wide: {stack.backbone.width: 16}}",
+            "wdie",
+            r"variants: no variant 'wdie'; did you mean 'wide'\? \(variants: wide\)",
+        ),
+        ("{wide: {stak.backbone.width: 16}}", "wide", r"variants.wide.stak.backbone.width: 'stak' does not exist"),
+        ("[wide]", "wide", r"variants: must map variant names to \{dotted.key: value\} mappings"),
+    ],
+)
+def test_bad_variants_are_located(tmp_path, capsys, variants, variant, message):
+    path = write(tmp_path, {"c.yaml": f"stack: {{backbone: {{type: unet}}}}\nvariants: {variants}\n"})
+    assert main(["config", "check", str(path), "--variant", variant]) == 2
+    assert re.search(message, capsys.readouterr().err)

@@ -366,3 +366,21 @@ def test_the_quickstart_runs_end_to_end_at_toy_size(tmp_path, capsys):
     assert (tmp_path / "runs" / "quickstart" / "evaluation" / "summary.md").is_file()
     assert (tmp_path / "runs" / "quickstart" / "images" / "step_00000004.png").is_file()
     assert len(list((tmp_path / "data" / "train" / "input").iterdir())) == 9
+
+
+@pytest.mark.usefixtures("test_components")
+def test_an_ablation_trains_and_scores_every_variant_into_one_table(tmp_path, pairs, capsys):
+    config = write_config(tmp_path / "tiny.yaml", pairs, iterations=2, val_every=0, save_every=0)
+    data = yaml.safe_load(config.read_text())
+    data["data"]["test"] = data["data"]["val"]
+    data["variants"] = {"plain": {}, "luma": {"stack.priors": [{"type": "luma"}]}}
+    config.write_text(yaml.safe_dump(data, sort_keys=False))  # the table follows the file's order
+    assert main(["ablation", str(config), "--runs-dir", str(tmp_path / "runs")]) == 0
+    table = (tmp_path / "runs" / "tiny-ablation.md").read_text()
+    lines = table.splitlines()
+    assert lines[2] == "| variant | psnr | ssim |"
+    assert [line.split(" | ")[0] for line in lines[4:]] == ["| blurry input", "| plain", "| luma"]
+    assert (tmp_path / "runs" / "tiny-luma" / "config.yaml").is_file()
+    luma = yaml.safe_load((tmp_path / "runs" / "tiny-luma" / "config.yaml").read_text())
+    assert luma["stack"]["priors"] == [{"type": "luma"}] and luma["stack"]["backbone"]["in_channels"] == 4
+    assert "ablation table:" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The engine's command-line commands: train, test, run, synth, crop and quickstart.
+"""The engine's command-line commands: train, test, ablation, run, export, synth, masks, crop, quickstart.
 
 Each takes the parsed arguments of ``deblurstack.cli``; problems the user can fix raise
 :class:`~deblurstack.DeblurstackError` subclasses, which the CLI prints as one line.
@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from deblurstack.checkpoint import load_stack_weights
+from deblurstack.engine.checkpoints import Checkpoints
 from deblurstack.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -28,7 +29,13 @@ def train_run(args: argparse.Namespace) -> Path:
     from deblurstack.engine.training import prepare_training
 
     job, trainer = prepare_training(
-        args.file, args.overrides, args.runs_dir, args.resume, args.device, command=getattr(args, "command_line", "")
+        args.file,
+        args.overrides,
+        args.runs_dir,
+        args.resume,
+        args.device,
+        command=getattr(args, "command_line", ""),
+        variant=getattr(args, "variant", None),
     )
     try:
         trainer.fit(job)
@@ -40,12 +47,17 @@ def train_run(args: argparse.Namespace) -> Path:
 
 
 def test(args: argparse.Namespace) -> None:
+    score(args, echo=True)
+
+
+def score(args: argparse.Namespace, echo: bool = False) -> Any:
+    """Evaluate a checkpoint on a data split and write the report; returns the Evaluation (main process)."""
     from deblurstack.compose import resolve_config
     from deblurstack.engine import distributed
     from deblurstack.engine.evaluation import evaluate, write_report
 
     overrides = list(args.overrides) + ([f"data.{args.split}.skip_bad=true"] if args.skip_bad else [])
-    resolved = resolve_config(args.file, overrides)
+    resolved = resolve_config(args.file, overrides, variant=getattr(args, "variant", None))
     if args.split not in resolved.datasets:
         raise ConfigError(f"{args.file}: data.{args.split}: no such split (splits: {', '.join(resolved.datasets)})")
     metrics = resolved.build_metrics()
@@ -60,28 +72,68 @@ def test(args: argparse.Namespace) -> None:
             metric.module.to(place.device)
         dataset = resolved.build_dataset(args.split)
         out = Path(args.out) if args.out else _default_report_folder(Path(args.checkpoint), args.split)
-        result = evaluate(
-            stack,
-            dataset,
-            metrics,
-            place,
-            save_to=out / "images" if args.save_images else None,
-            tile=args.tile,
-            overlap=args.overlap,
-        )
+        images = out / "images" if args.save_images else None
+        result = evaluate(stack, dataset, metrics, place, save_to=images, tile=args.tile, overlap=args.overlap)
     finally:
         distributed.teardown()
     if not place.is_main:
-        return
+        return None
+    tiling = "whole images" if not args.tile else f"overlapping tiles of {args.tile} px, overlap {args.overlap} px"
     notes = [
         f"checkpoint: {args.checkpoint} ({weights})",
         f"data: data.{args.split} = {resolved.datasets[args.split].type}",
-        "whole images" if not args.tile else f"overlapping tiles of {args.tile} px, overlap {args.overlap} px",
+        tiling,
     ]
     _, summary = write_report(result, metrics, out, f"{resolved.data.get('name', 'evaluation')}: {args.split}", notes)
-    print(summary.read_text())
-    for problem in getattr(dataset, "skipped", []):
-        print(f"skipped: {problem}")
+    if echo:
+        print(summary.read_text())
+        for problem in getattr(dataset, "skipped", []):
+            print(f"skipped: {problem}")
+    return result
+
+
+def ablation(args: argparse.Namespace) -> None:
+    """Train and score every variant of a config; one table of the means."""
+    from deblurstack.config import load_config
+    from deblurstack.data import write_bytes_atomic
+
+    base = load_config(args.file, args.overrides)
+    names = args.variants.split(",") if args.variants else base.variants
+    if not names:
+        raise ConfigError(f"{args.file}: variants: none defined (an ablation runs each variant of the file)")
+    rows = []
+    for name in names:
+        run = argparse.Namespace(**vars(args), variant=name, resume=None)
+        folder = train_run(run)
+        checkpoint = folder / "checkpoints" / "best.pth"
+        if not checkpoint.exists():
+            checkpoint = Checkpoints(folder / "checkpoints").latest()
+        result = score(
+            argparse.Namespace(
+                **vars(run),
+                checkpoint=str(checkpoint),
+                weights="auto",
+                out=None,
+                save_images=False,
+                skip_bad=False,
+                tile=None,
+                overlap=32,
+            )
+        )
+        rows.append((name, result.means(), result.means("input_")))
+    metrics = list(rows[0][1])
+    lines = [
+        f"# {base.data.get('name', Path(args.file).stem)}: ablation on data.{args.split}",
+        "",
+        "| variant | " + " | ".join(metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+        "| blurry input | " + " | ".join(f"{rows[0][2].get(m, float('nan')):.4f}" for m in metrics) + " |",
+    ]
+    lines += [f"| {name} | " + " | ".join(f"{means[m]:.4f}" for m in metrics) + " |" for name, means, _ in rows]
+    report = Path(args.runs_dir) / f"{base.data.get('name', Path(args.file).stem)}-ablation.md"
+    write_bytes_atomic(report, ("\n".join(lines) + "\n").encode())
+    print("\n".join(lines))
+    print(f"\nablation table: {report}")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -160,7 +212,7 @@ def masks(args: argparse.Namespace) -> None:
     from deblurstack.compose import resolve_config
     from deblurstack.masks import CachedSource
 
-    resolved = resolve_config(args.file, args.overrides)
+    resolved = resolve_config(args.file, args.overrides, variant=args.variant)
     splits = [args.split] if args.split else [s for s, node in resolved.datasets.items() if node.aux]
     for split in splits:
         node = resolved.datasets.get(split)
@@ -212,6 +264,8 @@ def quickstart(args: argparse.Namespace) -> None:
                 names=names,
             )
     print(f"quickstart data: {data} (train: {', '.join(splits['train'])}; test: {', '.join(held_out)})")
+    if args.data_only:
+        return
     run_folder = train_run(
         argparse.Namespace(file=str(config), overrides=overrides, runs_dir=args.runs_dir, resume=None, device="cpu")
     )

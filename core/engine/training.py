@@ -103,13 +103,15 @@ def prepare_training(
     resume: str | None = None,
     device: str = "auto",
     command: str = "",
+    variant: str | None = None,
 ) -> tuple[TrainingJob, Any]:
     """Resolve the config, join torchrun's process group, build the stack and the run folder.
 
     ``resume``: ``None`` starts a new run; ``"latest"`` continues the run named in the config from
-    its newest checkpoint; a path continues from that checkpoint. ``command`` is recorded in the run folder.
+    its newest checkpoint; a path continues from that checkpoint. ``command`` is recorded in the run folder;
+    ``variant`` picks one of the config's variants.
     """
-    resolved = resolve_config(config, overrides)
+    resolved = resolve_config(config, overrides, variant=variant)
     trainer = resolved.build_trainer()
     distributed = dist_utils.setup(device)
     seed = int(resolved.data.get("seed", 0))
