@@ -72,7 +72,11 @@ def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
         command.add_argument("--variant", help="apply one of the file's variants first")
 
     def weights_arguments(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--checkpoint", required=True, help="training checkpoint or state dict of the stack")
+        command.add_argument(
+            "--checkpoint",
+            help="training checkpoint or state dict of the stack (default: the "
+            "weights the config names: stack.checkpoint or components')",
+        )
         command.add_argument(
             "--weights",
             choices=("auto", "ema", "model"),

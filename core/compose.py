@@ -152,7 +152,7 @@ class ResolvedConfig:
             losses[name] = WeightedLoss(
                 node.build(), node.options.get("weight", 1.0), node.record.multiscale, node.record.requires
             )
-        frozen = [name for name, node in self._model_nodes() if node.options.get("frozen")]
+        frozen = [name for name, node in self.model_nodes() if node.options.get("frozen")]
         stack = Stack(backbone, priors, translator, losses, frozen)
         if self.checkpoint:
             from deblurstack.checkpoint import load_weights
@@ -205,7 +205,7 @@ class ResolvedConfig:
             )
         return self.trainer.build()
 
-    def _model_nodes(self) -> list[tuple[str, ResolvedNode]]:
+    def model_nodes(self) -> list[tuple[str, ResolvedNode]]:
         nodes = [("translator", self.translator)] if self.translator else []
         nodes += [(f"priors.{i}", node) for i, node in enumerate(self.priors)]
         return nodes + ([("backbone", self.backbone)] if self.backbone else [])

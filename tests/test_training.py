@@ -241,7 +241,7 @@ def test_evaluation_writes_per_image_scores_and_a_summary_with_the_protocol(tmp_
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "| | psnr ↑ | ssim ↑ | mcr ↓ |" in summary and "| blurry input |" in summary
     assert "PSNR on RGB, outputs clamped to [0,1] and rounded to uint8" in summary
-    assert f"checkpoint: {checkpoint} (params_ema, step" in summary and "whole images" in summary
+    assert f"weights: {checkpoint} (params_ema, step" in summary and "whole images" in summary
     assert sorted(p.name for p in (tmp_path / "report" / "images").iterdir()) == ["chelsea_0.png", "chelsea_1.png"]
     assert capsys.readouterr().out.startswith("# tiny: test")
 
@@ -384,3 +384,14 @@ def test_an_ablation_trains_and_scores_every_variant_into_one_table(tmp_path, pa
     luma = yaml.safe_load((tmp_path / "runs" / "tiny-luma" / "config.yaml").read_text())
     assert luma["stack"]["priors"] == [{"type": "luma"}] and luma["stack"]["backbone"]["in_channels"] == 4
     assert "ablation table:" in capsys.readouterr().out
+
+
+def test_evaluation_without_weights_is_an_error_and_config_weights_are_used(tmp_path, trained, capsys):
+    config, checkpoint = trained
+    assert main(["test", str(config), "--out", str(tmp_path / "r")]) == 2
+    assert "no weights: pass --checkpoint, or set stack.checkpoint in the config" in capsys.readouterr().err
+    state = load_training_state(checkpoint)
+    torch.save({"params": state["params"]}, tmp_path / "weights.pth")
+    overrides = [f"stack.checkpoint={tmp_path / 'weights.pth'}"]
+    assert main(["test", str(config), *overrides, "--out", str(tmp_path / "r")]) == 0
+    assert f"weights: stack.checkpoint {tmp_path / 'weights.pth'}" in (tmp_path / "r" / "summary.md").read_text()

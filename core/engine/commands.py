@@ -66,12 +66,12 @@ def score(args: argparse.Namespace, echo: bool = False) -> Any:
     place = distributed.setup(args.device)
     try:
         stack = resolved.build_stack()
-        weights = load_stack_weights(stack, Path(args.checkpoint), args.weights)
+        weights = _load_weights(stack, resolved, args)
         stack.to(place.device)
         for metric in metrics:
             metric.module.to(place.device)
         dataset = resolved.build_dataset(args.split)
-        out = Path(args.out) if args.out else _default_report_folder(Path(args.checkpoint), args.split)
+        out = Path(args.out) if args.out else _default_report_folder(args.checkpoint, resolved, args.split)
         images = out / "images" if args.save_images else None
         result = evaluate(stack, dataset, metrics, place, save_to=images, tile=args.tile, overlap=args.overlap)
     finally:
@@ -80,7 +80,7 @@ def score(args: argparse.Namespace, echo: bool = False) -> Any:
         return None
     tiling = "whole images" if not args.tile else f"overlapping tiles of {args.tile} px, overlap {args.overlap} px"
     notes = [
-        f"checkpoint: {args.checkpoint} ({weights})",
+        f"weights: {weights}",
         f"data: data.{args.split} = {resolved.datasets[args.split].type}",
         tiling,
     ]
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> None:
         else "cpu"
     )
     stack = resolved.build_stack()
-    load_stack_weights(stack, Path(args.checkpoint), args.weights)
+    _load_weights(stack, resolved, args)
     written = run_on_files(
         stack.to(device), expand_inputs(args.inputs), Path(args.out), device, args.tile, args.overlap
     )
@@ -302,6 +302,21 @@ def _parse_settings(settings: list[str]) -> dict[str, Any]:
     return parsed
 
 
-def _default_report_folder(checkpoint: Path, split: str) -> Path:
-    run_folder = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+def _default_report_folder(checkpoint: str | None, resolved: Any, split: str) -> Path:
+    if checkpoint is None:  # weights named in the config
+        return Path("runs") / str(resolved.data.get("name", "evaluation")) / "evaluation" / split
+    path = Path(checkpoint)
+    run_folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     return run_folder / "evaluation" / split
+
+
+def _load_weights(stack: Any, resolved: Any, args: argparse.Namespace) -> str:
+    """The --checkpoint file, or else the weights the config names; a stack without weights is an error."""
+    if args.checkpoint:
+        return f"{args.checkpoint} ({load_stack_weights(stack, Path(args.checkpoint), args.weights)})"
+    named = [n.keypath for _, n in resolved.model_nodes() if n.options.get("checkpoint")]
+    if resolved.checkpoint:
+        return f"stack.checkpoint {resolved.checkpoint['path']}"
+    if named:
+        return "checkpoints of " + ", ".join(named)
+    raise ConfigError(f"{args.file}: no weights: pass --checkpoint, or set stack.checkpoint in the config")
