@@ -114,8 +114,11 @@ class PluginManager(pluggy.PluginManager):
             if self.has_plugin(entry_point.name):
                 if self._distributions.get(entry_point.name) != label:  # the same entry point seen twice is fine
                     other = self.distribution_of(entry_point.name)
-                    self._report(PluginFailure(entry_point.name, label, f"plugin name {entry_point.name!r} is "
-                                               f"already taken by {other}"))
+                    self._report(
+                        PluginFailure(
+                            entry_point.name, label, f"plugin name {entry_point.name!r} is already taken by {other}"
+                        )
+                    )
                 continue
             try:
                 self.register(entry_point.load(), name=entry_point.name)

@@ -16,7 +16,7 @@ from deblurstack import ConfigError, build_stack, save_atomic
 from deblurstack.cli import main
 from deblurstack.plugins.nafnet.model import Baseline, LayerNorm2d, NAFNet
 from deblurstack.registry import get_plugin_manager
-from deblurstack.tlc import LocalAvgPool2d
+from deblurstack.tlc import LocalAvgPool2d, enable_tlc
 
 OFFICIAL = Path(__file__).resolve().parent / "data" / "official"
 SMALL = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}  # pads to 4
@@ -183,3 +183,32 @@ def test_layer_norm_normalises_over_channels_per_pixel():
 def test_unequal_encoder_and_decoder_depths_are_refused():
     with pytest.raises(ValueError, match="must have equal lengths"):
         NAFNet(width=8, enc_blk_nums=(1, 1), dec_blk_nums=(1,))
+
+
+@pytest.mark.parametrize("cls", [NAFNet, Baseline])
+@pytest.mark.parametrize("tlc", [False, True])
+def test_the_inference_fast_path_equals_the_official_formulation(cls, tlc):
+    model = small(cls, seed=2)
+    plain = small(cls, seed=2)
+    if tlc:
+        assert enable_tlc(model, 16) > 0  # base size 24: the pools of the larger maps below become local
+    layouts = []
+    model.encoders[0][0].norm1.register_forward_pre_hook(
+        lambda module, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    for size in [(45, 71), (64, 64), (9, 13)]:  # odd sizes are padded to a multiple of 4
+        x = torch.rand(2, 3, *size)
+        model.train()  # no dropout (rate 0): with autograd this is the plain official formulation
+        expected = model(x)
+        model.eval()
+        assert torch.equal(model(x), expected)  # eval with autograd (e.g. a translator trained through it): plain
+        with torch.inference_mode():
+            fast = model(x)
+        with torch.no_grad():
+            assert torch.equal(model(x), fast)
+        assert fast.shape == expected.shape and fast.is_contiguous()
+        assert (fast - expected).abs().max().item() <= 1e-5, size
+        if tlc and size == (64, 64):  # local pooling is in effect at this size
+            with torch.no_grad():
+                assert (plain(x) - fast).abs().max() > 1e-4
+    assert layouts == [False, False, True, True] * 3  # the fast path ran in channels_last, the others did not
