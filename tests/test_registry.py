@@ -166,8 +166,12 @@ def test_unknown_names_suggest_the_closest_and_list_the_choices():
         manager.get("loss", "perceptual")
     with pytest.raises(PluginError, match=r"unknown trainer 'gan' \(choose from: supervised\)"):
         manager.get("trainer", "gan")
-    with pytest.raises(PluginError, match="no prior is registered"):
-        manager.get("prior", "sam_map")
+    with pytest.raises(
+        PluginError, match=r"unknown prior 'sam_mpa'; did you mean 'sam_map'\? \(choose from: sam_cat, sam_map\)"
+    ):
+        manager.get("prior", "sam_mpa")
+    with pytest.raises(PluginError, match="no translator is registered"):
+        manager.get("translator", "blur2blur")
     with pytest.raises(PluginError, match="unknown component kind 'backbones'; did you mean 'backbone'"):
         manager.components("backbones")
 

@@ -1,0 +1,171 @@
+"""SAM-Deblur's Mask Average Pooling (MAP) unit, written from ``SegNAFNet_arch.py`` (HPLQAQ/SAM-Deblur).
+
+The official ``mask_average`` loops over the batch and broadcasts ``M x H x W x C`` per image (M bool masks, the
+level sets of a label map). Here the groups are the level sets of the label map itself, and segment sums are one
+``scatter_add_`` and one ``gather`` for the whole batch: O(B H W C) memory whatever the number of groups.
+
+Deliberate differences from the official code:
+
+* ``pre_seg_in`` (1x1) is folded into ``pre_seg`` (3x3): both are linear and have no activation between them, so
+  one 3x3 conv with the composed weight computes the same map (up to float rounding), in less time;
+* without ``release_compat`` masks have value 1 (the paper's MAP: plain group means); the released checkpoints
+  were trained with masks of value 1/255 (bool masks divided by 255), which ``release_compat=True`` reproduces;
+* without ``release_compat`` nothing is padded: the convolutions see the image as it is (the backbone pads later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deblurstack import Prior, PriorOutput, pad_to_multiple
+
+#: mask value in the released checkpoints: ``masks2tensor`` divides SAM-Deblur's bool masks by 255
+RELEASE_MASK_VALUE = 1 / 255
+#: SegNAFNet pads image and masks to 2 ** len(enc_blk_nums) = 16 before ``pre_seg``
+RELEASE_PAD = 16
+#: the official epsilons of ``mask_average``
+EPS = 1e-8
+
+
+class MaskAveragePooling(Prior):
+    """MAP: ``f = conv1x1(conv3x3(image))`` (3 -> s -> s channels), then each pixel gets its group's mean of f.
+
+    Groups are the distinct values of each sample's label map ``aux["masks"]`` (``B x H x W``, integer).
+    In training with ``dropout > 0``, exactly ``floor(dropout * M_b)`` of the ``M_b`` groups of sample ``b`` are
+    dropped, chosen uniformly and afresh per call; dropped pixels all get one mean per sample and channel (their
+    pooled mean, the official "uncovered" term). Never in eval.
+
+    ``release_compat=True`` reproduces the released SegNAFNet checkpoints exactly: masks of value a = 1/255, so a
+    pixel of a kept group gets ``a * mean_group + (1 - a) * u`` and every other pixel gets ``u``, where ``u`` is the
+    mean of f weighted ``1 - a`` on covered and 1 on uncovered pixels (official epsilons included); the image is
+    zero-padded to a multiple of 16 before the convolutions, padded pixels count as uncovered, and the output is
+    cropped back. The stack's NAFNet then pads the prior channels with zeros again (the official model keeps the
+    pooled values there), so outputs equal the official ones exactly only when H and W are multiples of 16
+    (GoPro's 1280 x 720 is); otherwise they differ within 16 pixels of the bottom and right borders (by up to
+    0.2 with random weights) and slightly elsewhere, through NAFNet's global channel attention (about 1e-3).
+
+    Args:
+        seg_channels: channels of the learned projection, and of the output (SAM-Deblur: 2).
+        dropout: fraction of groups dropped per sample in training (SAM-Deblur: 0.5; the MAP ablation: 0).
+        release_compat: reproduce the released checkpoints (masks of value 1/255, padding to 16).
+    """
+
+    def __init__(self, seg_channels: int = 2, dropout: float = 0.0, release_compat: bool = False) -> None:
+        super().__init__()
+        if seg_channels < 1:
+            raise ValueError(f"seg_channels must be >= 1, got {seg_channels}")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+        self.out_channels = seg_channels
+        self.dropout = dropout
+        self.release_compat = release_compat
+        # the official names, so release files map onto them one to one
+        self.pre_seg = nn.Conv2d(3, seg_channels, kernel_size=3, padding=1)
+        self.pre_seg_in = nn.Conv2d(seg_channels, seg_channels, kernel_size=1)
+
+    def claim_state_dict(self, state: Mapping[str, Tensor]) -> dict[str, str]:
+        """SegNAFNet's ``pre_seg.*`` and ``pre_seg_in.*`` are this module's parameters of the same names."""
+        return {key: key for key in self.state_dict() if key in state}
+
+    def project(self, image: Tensor) -> Tensor:
+        """``pre_seg_in(pre_seg(image))`` as one 3x3 conv with the composed weight and bias."""
+        inner = self.pre_seg_in.weight[:, :, 0, 0]
+        weight = torch.einsum("os,sikl->oikl", inner, self.pre_seg.weight)
+        bias = inner @ self.pre_seg.bias + self.pre_seg_in.bias
+        return F.conv2d(image, weight, bias, padding=1)
+
+    def forward(self, image: Tensor, aux: Mapping[str, Tensor]) -> PriorOutput:
+        labels = aux["masks"]
+        batch, _, height, width = image.shape
+        if labels.shape != (batch, height, width) or labels.is_floating_point():
+            raise ValueError(
+                f"masks must be an integer label map {(batch, height, width)}, got {labels.dtype} {tuple(labels.shape)}"
+            )
+        ids, groups = group_ids(labels)
+        if self.release_compat:  # pad as SegNAFNet.check_image_size; padded pixels form one more, uncovered group
+            image = pad_to_multiple(image, RELEASE_PAD)
+            ids = F.pad(ids, (0, image.shape[-1] - width, 0, image.shape[-2] - height), value=groups)
+        features = self.project(image)
+        counts = group_sizes(ids, groups + 1 if self.release_compat else groups, features.dtype)
+        uncovered = torch.zeros_like(counts, dtype=torch.bool)
+        uncovered[:, groups:] = True
+        if self.training and self.dropout > 0:
+            uncovered[:, :groups] = drop_groups(counts[:, :groups] > 0, self.dropout)
+        mask_value = RELEASE_MASK_VALUE if self.release_compat else None
+        out = pool(features, ids, counts, uncovered, mask_value)
+        return PriorOutput(channels=out[..., :height, :width])
+
+
+def group_ids(labels: Tensor) -> tuple[Tensor, int]:
+    """Per-sample group ids ``B x H x W`` in ``[0, groups)``: within a sample, equal ids iff equal labels.
+
+    Ids of different samples are independent (the pooling keeps the batch dimension). A label range no wider
+    than the image (SAM-Deblur's 0..255 codes, say) is used as it is: some ids may then be empty, which costs
+    nothing. Wider ranges are compacted per sample with one sort over (sample, label) pairs.
+    """
+    batch = labels.shape[0]
+    low, high = (int(v) for v in torch.aminmax(labels))
+    span = high - low + 1
+    if span <= labels[0].numel():
+        return (labels - low if low else labels), span
+    flat = labels.reshape(batch, -1)
+    if span * batch >= 2**62:  # too wide to pair with the sample index in int64: compact the labels first
+        flat = torch.unique(flat, return_inverse=True)[1]
+        low, span = 0, int(flat.max()) + 1
+    offsets = span * torch.arange(batch, device=labels.device)
+    keys, ids = torch.unique(flat - low + offsets[:, None], return_inverse=True)  # sorted by sample, then label
+    ids = ids - torch.searchsorted(keys, offsets)[:, None]  # minus the index of the sample's first group
+    return ids.view_as(labels), int(ids.max()) + 1
+
+
+def drop_groups(present: Tensor, fraction: float) -> Tensor:
+    """Choose exactly ``floor(fraction * M_b)`` of the ``M_b`` present groups of each sample, uniformly.
+
+    Vectorised ``torch.randperm(M_b)[:K_b]``: the ranks of iid uniform keys are a uniform random permutation.
+    """
+    count = present.sum(1, dtype=torch.float64)
+    drop = torch.floor(count * fraction).long()  # float64, as the official int(p * M) in Python
+    keys = torch.rand(present.shape, device=present.device).masked_fill(~present, 2.0)  # absent groups rank last
+    rank = keys.argsort(1).argsort(1)
+    return present & (rank < drop[:, None])
+
+
+def group_sizes(ids: Tensor, groups: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Pixels per group, ``B x groups`` (one ``bincount`` over per-sample offset ids)."""
+    batch = ids.shape[0]
+    flat = ids.reshape(batch, -1)
+    if batch > 1:
+        flat = flat + groups * torch.arange(batch, device=ids.device)[:, None]
+    return torch.bincount(flat.reshape(-1), minlength=batch * groups).view(batch, groups).to(dtype)
+
+
+def pool(features: Tensor, ids: Tensor, counts: Tensor, uncovered: Tensor, mask_value: float | None = None) -> Tensor:
+    """Group means of ``features`` (``B x C x H x W``) broadcast back to the pixels of each group.
+
+    ``ids`` (``B x H x W``) are per-sample group ids and ``counts`` (``B x groups``) their sizes; the pixels of
+    the groups marked in ``uncovered`` (``B x groups``) all get one pooled mean per sample and channel.
+    ``mask_value`` None: the plain definition (masks of value 1); a float: the official ``mask_average`` with
+    masks of that value, epsilons included.
+    """
+    batch, channels = features.shape[:2]
+    index = ids.reshape(batch, 1, -1).expand(batch, channels, -1)
+    sums = features.new_zeros(batch, channels, counts.shape[1]).scatter_add_(
+        2, index, features.reshape(batch, channels, -1)
+    )
+    if mask_value is None:
+        weight = uncovered.to(features.dtype)  # pixels in the pooled mean
+        pooled = (sums * weight[:, None]).sum(2) / (counts * weight).sum(1).clamp_min(1)[:, None]
+        means = sums / counts.clamp_min(1)[:, None]
+    else:
+        a = mask_value
+        # official: remaining mask U = 1 - clamp(sum of masks, 0, 1) is 1 - a on covered pixels, 1 elsewhere
+        weight = torch.where(uncovered, 1.0, 1.0 - a).to(features.dtype)
+        pooled = (sums * weight[:, None]).sum(2) / ((counts * weight).sum(1) + EPS)[:, None]
+        # official: avg = sum(F * a) / (sum(a) + eps), then avg * a + u * (1 - a) on the group's pixels
+        means = a * (a * sums) / (a * counts + EPS)[:, None] + (1.0 - a) * pooled[..., None]
+    table = torch.where(uncovered[:, None], pooled[..., None], means)
+    return table.gather(2, index).view_as(features)

@@ -1,0 +1,328 @@
+"""SAM-Deblur priors: MAP against its definition and the official dense formula, mask dropout, CAT, official keys.
+
+The definition and the official dense ``mask_average`` (HPLQAQ/SAM-Deblur 9e0c8cf, SegNAFNet_arch.py) are written
+here from their descriptions as slow explicit code. tests/data/official/sam_deblur_segnafnet_keys.json holds the
+key names and shapes of the official SegNAFNet (GoPro config: width 32, seg_channel 2).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deblurstack import build_stack, save_atomic
+from deblurstack.plugins.sam_deblur import pooling
+from deblurstack.plugins.sam_deblur.cat import LabelChannel
+from deblurstack.plugins.sam_deblur.pooling import MaskAveragePooling, drop_groups, group_ids
+
+OFFICIAL = Path(__file__).resolve().parent / "data" / "official"
+A = 1 / 255  # mask value of the released checkpoints
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def prior(seed: int = 0, **params) -> MaskAveragePooling:
+    torch.manual_seed(seed)
+    return MaskAveragePooling(**params).eval()
+
+
+def random_labels(groups: list[int], height: int, width: int, mode: str, seed: int) -> torch.Tensor:
+    """A B x H x W label map, sample b with labels drawn from ``groups[b]`` values spread as ``mode`` says."""
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.stack([torch.randint(0, m, (height, width), generator=generator) for m in groups])
+    if mode == "offset":  # negative labels, dense range
+        return codes - 7
+    if mode == "wide":  # a range much wider than the image: compacted by sorting
+        return codes * 10**12 - 3
+    if mode == "extreme":  # too wide to pair with the sample index in int64
+        return torch.where(codes % 2 == 0, INT64_MIN + codes, INT64_MAX - codes)
+    return codes
+
+
+def definition(features: torch.Tensor, labels: torch.Tensor, dropped: list[set[int]] | None = None) -> torch.Tensor:
+    """MAP by its definition, one sample and one group at a time: each pixel gets its group's mean; the pixels of
+    dropped groups all get the mean over their union."""
+    out = torch.empty_like(features)
+    for b in range(features.shape[0]):
+        drop = dropped[b] if dropped else set()
+        pooled = torch.zeros(labels[b].shape, dtype=torch.bool)
+        for value in torch.unique(labels[b]).tolist():
+            where = labels[b] == value
+            if value in drop:
+                pooled |= where
+                continue
+            for c in range(features.shape[1]):
+                out[b, c][where] = features[b, c][where].mean()
+        for c in range(features.shape[1]):
+            if pooled.any():
+                out[b, c][pooled] = features[b, c][pooled].mean()
+    return out
+
+
+def official_dense(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """SAM-Deblur's ``mask_average`` for one image as described: features C x H x W, masks M x 1 x H x W (value a),
+    an M x H x W x C broadcast with the official 1e-8 epsilons."""
+    image = features.permute(1, 2, 0)[None]  # 1 x H x W x C
+    m = masks.squeeze(1)[..., None]  # M x H x W x 1
+    averages = (image * m).sum(dim=(1, 2), keepdim=True) / (m.sum(dim=(1, 2), keepdim=True) + 1e-8)
+    result = (averages * m).sum(dim=0)
+    remaining = 1 - m.sum(dim=0, keepdim=True).clamp(0, 1)
+    remaining_average = (image * remaining).sum(dim=(1, 2), keepdim=True) / (remaining.sum() + 1e-8)
+    result = result + (remaining_average * remaining).squeeze(0)
+    return result.permute(2, 0, 1)
+
+
+def official_masks(labels: torch.Tensor, height: int, width: int, dropped: set[int] = frozenset()) -> torch.Tensor:
+    """Grouped masks of one label map as SAM-Deblur feeds them: level sets, bool / 255, zero-padded, dropped = 0."""
+    values = torch.unique(labels).tolist()
+    masks = torch.stack([(labels == v).float() * (0.0 if v in dropped else A) for v in values])[:, None]
+    return F.pad(masks, (0, width - labels.shape[-1], 0, height - labels.shape[-2]))
+
+
+def groups_of(labels: torch.Tensor) -> list[list[int]]:
+    return [torch.unique(sample).tolist() for sample in labels]
+
+
+# ---------------------------------------------------------------------------------------------- the definition
+
+shapes = st.tuples(st.integers(1, 3), st.integers(1, 11), st.integers(1, 11))
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    shape=shapes,
+    groups=st.lists(st.integers(1, 9), min_size=3, max_size=3),
+    channels=st.integers(1, 3),
+    mode=st.sampled_from(["dense", "offset", "wide", "extreme"]),
+    seed=st.integers(0, 2**16),
+)
+def test_map_equals_its_definition_on_random_label_maps(shape, groups, channels, mode, seed):
+    batch, height, width = shape
+    labels = random_labels(groups[:batch], height, width, mode, seed)
+    image = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    module = prior(seed, seg_channels=channels)
+    with torch.no_grad():
+        out = module(image, {"masks": labels}).channels
+        expected = definition(module.project(image), labels)
+    assert out.shape == (batch, channels, height, width)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    groups=st.lists(st.integers(1, 12), min_size=3, max_size=3),
+    fraction=st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]),
+    mode=st.sampled_from(["dense", "wide"]),
+    seed=st.integers(0, 2**16),
+)
+def test_dropout_pools_exactly_floor_p_m_groups_per_sample(groups, fraction, mode, seed):
+    labels = random_labels(groups, 9, 10, mode, seed)
+    image = torch.rand(3, 3, 9, 10, generator=torch.Generator().manual_seed(seed))
+    module = prior(seed, dropout=fraction).train()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = module(image, {"masks": labels}).channels
+        features = module.project(image)
+    kept = definition(features, labels)  # every group its own mean
+    dropped = []
+    for b, values in enumerate(groups_of(labels)):
+        # groups whose pixels did not get their own mean took the pooled one (with one dropped group the two agree)
+        took = {v for v in values if not torch.allclose(out[b][:, labels[b] == v], kept[b][:, labels[b] == v])}
+        expected = int(fraction * len(values))  # the official int(p * M)
+        assert len(took) == (expected if expected >= 2 else 0)
+        pooled_values = {tuple(out[b][:, labels[b] == v][:, 0].tolist()) for v in took}
+        assert len(pooled_values) <= 1  # one pooled mean per sample and channel
+        distinct = torch.unique(out[b].flatten(1), dim=1).shape[1]
+        assert distinct == len(values) - expected + min(expected, 1)
+        dropped.append(took)
+    torch.testing.assert_close(out, definition(features, labels, dropped), rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=50, deadline=None, database=None)
+@given(
+    groups=st.lists(st.integers(1, 40), min_size=1, max_size=4),
+    fraction=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_drop_groups_chooses_exactly_floor_p_m_of_the_present_groups(groups, fraction, seed):
+    generator = torch.Generator().manual_seed(seed)
+    present = torch.stack([torch.randperm(48, generator=generator) < m for m in groups])
+    torch.manual_seed(seed)
+    dropped = drop_groups(present, fraction)
+    assert not (dropped & ~present).any()
+    assert dropped.sum(1).tolist() == [int(fraction * m) for m in groups]
+
+
+def test_the_drop_count_is_rounded_as_the_official_python_int():
+    # 0.57 * 100 is 56.99999999999999 in float64 (the official int(p * M) gives 56) but 57 in float32
+    assert drop_groups(torch.ones(1, 100, dtype=torch.bool), 0.57).sum().item() == int(0.57 * 100) == 56
+
+
+def test_dropout_varies_between_calls_is_uniform_and_never_acts_in_eval():
+    labels = torch.arange(20).repeat_interleave(5).view(1, 10, 10)
+    image = torch.rand(1, 3, 10, 10)
+    module = prior(dropout=0.5).train()
+    with torch.no_grad():
+        outputs = [module(image, {"masks": labels}).channels for _ in range(3)]
+    assert not torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[1], outputs[2])
+    present = torch.ones(4000, 20, dtype=torch.bool)
+    frequency = drop_groups(present, 0.5).float().mean(0)  # each group dropped with probability 1/2
+    assert (frequency - 0.5).abs().max() < 0.05
+    for p in (0.5, 1.0):
+        module = prior(dropout=p).eval()
+        with torch.no_grad():
+            out = module(image, {"masks": labels}).channels
+            torch.testing.assert_close(out, definition(module.project(image), labels))
+
+
+def test_group_ids_are_per_sample_and_compact_for_wide_labels():
+    labels = torch.tensor([[[5, 10**15], [5, -(10**15)]], [[7, 7], [7, 7]]])
+    ids, groups = group_ids(labels)
+    assert groups == 3 and ids.tolist() == [[[1, 2], [1, 0]], [[0, 0], [0, 0]]]
+    ids, groups = group_ids(torch.tensor([[[3, 4], [6, 3]]]))  # a narrow range is used as it is, minus its low
+    assert groups == 4 and ids.tolist() == [[[0, 1], [3, 0]]]
+
+
+def test_gradients_reach_both_convolutions_and_equal_the_definitions():
+    labels = random_labels([4, 6], 12, 9, "dense", 1)
+    image = torch.rand(2, 3, 12, 9)
+    weights = torch.rand(2, 2, 12, 9)
+    for release in (False, True):
+        module = prior(release_compat=release).train()
+        (module(image, {"masks": labels}).channels * weights).sum().backward()
+        grads = [p.grad.clone() for p in module.parameters()]
+        assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+        module.zero_grad()
+        features = module.project(F.pad(image, (0, 7, 0, 4)) if release else image)
+        if release:
+            masks = [official_masks(labels[b], 16, 16) for b in range(2)]
+            reference = torch.stack([official_dense(features[b], masks[b]) for b in range(2)])[..., :12, :9]
+        else:
+            reference = definition(features, labels)
+        (reference * weights).sum().backward()
+        for ours, theirs in zip(grads, (p.grad for p in module.parameters()), strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_the_folded_projection_is_the_two_official_convolutions():
+    module = prior(seg_channels=3)
+    image = torch.rand(2, 3, 13, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(module.project(image), module.pre_seg_in(module.pre_seg(image)))
+
+
+def test_masks_must_be_an_integer_label_map_of_the_image_size():
+    module = prior()
+    with pytest.raises(ValueError, match="integer label map"):
+        module(torch.rand(1, 3, 4, 4), {"masks": torch.zeros(1, 1, 4, 4, dtype=torch.int64)})
+    with pytest.raises(ValueError, match="integer label map"):
+        module(torch.rand(1, 3, 4, 4), {"masks": torch.zeros(1, 4, 4)})
+
+
+# -------------------------------------------------------------------------------- release: the official formula
+
+
+@pytest.mark.parametrize("size", [(32, 48), (16, 16), (37, 29), (5, 21)])
+@pytest.mark.parametrize("mode", ["dense", "wide"])
+def test_release_compat_equals_the_official_dense_formula(size, mode):
+    height, width = size
+    padded = (-(-height // 16) * 16, -(-width // 16) * 16)
+    labels = random_labels([3, 11], height, width, mode, 3)
+    image = torch.rand(2, 3, height, width)
+    module = prior(release_compat=True)
+    with torch.no_grad():
+        out = module(image, {"masks": labels}).channels
+        features = module.project(F.pad(image, (0, padded[1] - width, 0, padded[0] - height)))
+        expected = torch.stack([official_dense(features[b], official_masks(labels[b], *padded)) for b in range(2)])
+    # exact where H, W are multiples of 16; otherwise the official output is cropped to the valid region
+    torch.testing.assert_close(out, expected[..., :height, :width], rtol=1e-5, atol=1e-6)
+
+
+def test_release_compat_with_dropout_zeroes_the_dropped_masks_as_the_official(monkeypatch):
+    labels = random_labels([6, 9], 20, 18, "dense", 4)
+    image = torch.rand(2, 3, 20, 18)
+    chosen = [{0, 3, 4}, {1, 2, 5, 8}]
+    fixed = torch.tensor([[v in chosen[b] for v in range(9)] for b in range(2)])
+    monkeypatch.setattr(pooling, "drop_groups", lambda present, fraction: fixed & present)
+    module = prior(release_compat=True, dropout=0.5).train()
+    with torch.no_grad():
+        out = module(image, {"masks": labels}).channels
+        features = module.project(F.pad(image, (0, 14, 0, 12)))
+        masks = [official_masks(labels[b], 32, 32, chosen[b]) for b in range(2)]
+        expected = torch.stack([official_dense(features[b], masks[b]) for b in range(2)])[..., :20, :18]
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_without_release_compat_masks_act_with_value_one_and_nothing_is_padded():
+    labels = random_labels([5], 16, 16, "dense", 5)
+    image = torch.rand(1, 3, 16, 16)
+    module = prior()
+    with torch.no_grad():
+        out = module(image, {"masks": labels}).channels
+        ones = official_masks(labels[0], 16, 16) * 255  # the official formula with masks of value 1
+        torch.testing.assert_close(out[0], official_dense(module.project(image)[0], ones), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------- CAT
+
+
+def test_cat_is_the_label_map_over_255():
+    labels = torch.randint(0, 256, (2, 7, 5))
+    out = LabelChannel()(torch.rand(2, 3, 7, 5), {"masks": labels}).channels
+    assert out.shape == (2, 1, 7, 5) and out.dtype == torch.float32
+    torch.testing.assert_close(out[:, 0], labels.float() / 255)
+    assert torch.equal(
+        LabelChannel(scale=1.0)(torch.rand(2, 3, 7, 5), {"masks": labels}).channels[:, 0], labels.float()
+    )
+
+
+# --------------------------------------------------------------------------------- official files in the stack
+
+SMALL = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1], "dec_blk_nums": [1, 1, 1, 1]}
+
+
+def official_file(keys: str, path: Path) -> dict[str, torch.Tensor]:
+    """Random tensors under the official key names and shapes, saved as a release file ({"params": ...})."""
+    generator = torch.Generator().manual_seed(0)
+    state = {k: 0.1 * torch.randn(s, generator=generator) for k, s in json.loads((OFFICIAL / keys).read_text()).items()}
+    save_atomic({"params": state}, path)
+    return state
+
+
+@pytest.mark.usefixtures("builtin_plugin_manager")
+@pytest.mark.parametrize(
+    "keys, priors",
+    [
+        ("sam_deblur_segnafnet_keys.json", [{"type": "sam_map", "seg_channels": 2}]),
+        ("sam_deblur_masknafnet_keys.json", [{"type": "sam_cat"}]),
+    ],
+)
+def test_official_w32_files_load_strictly_through_stack_checkpoint(tmp_path, keys, priors):
+    state = official_file(keys, tmp_path / "official.pth")
+    checkpoint = {"path": str(tmp_path / "official.pth"), "key": "params", "strict": True}
+    whole = build_stack({"stack": {"priors": priors, "backbone": {"type": "nafnet.w32"}, "checkpoint": checkpoint}})
+    parts = build_stack({"stack": {"priors": priors, "backbone": {"type": "nafnet.w32"}}})
+    prior_keys = {k for k in state if k.startswith("pre_seg")}
+    parts.priors[0].load_state_dict({k: state[k] for k in prior_keys}, strict=True)
+    parts.backbone.load_state_dict({k: v for k, v in state.items() if k not in prior_keys}, strict=True)
+    image, labels = torch.rand(1, 3, 16, 16), random_labels([5], 16, 16, "dense", 0)
+    with torch.no_grad():
+        assert torch.equal(whole.eval()(image, masks=labels), parts.eval()(image, masks=labels))
+    assert torch.equal(whole.backbone.intro.weight, state["intro.weight"])
+
+
+@pytest.mark.usefixtures("builtin_plugin_manager")
+def test_a_sam_map_stack_builds_from_yaml_with_release_compat(tmp_path):
+    config = tmp_path / "map.yaml"
+    width = ", ".join(f"{k}: {v}" for k, v in SMALL.items())
+    config.write_text(f"stack:\n  priors: [{{type: sam_map.release}}]\n  backbone: {{type: nafnet, {width}}}\n")
+    stack = build_stack(str(config)).eval()
+    assert stack.backbone.intro.in_channels == 5 and stack.priors[0].release_compat
+    labels = random_labels([4], 21, 35, "dense", 0)
+    with torch.no_grad():
+        assert stack(torch.rand(1, 3, 21, 35), masks=labels).shape == (1, 3, 21, 35)
