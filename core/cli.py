@@ -85,6 +85,13 @@ def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
         )
         command.add_argument("--tile", type=int, help="run in overlapping tiles of this size (bounded memory)")
         command.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+        command.add_argument(
+            "--tlc",
+            type=int,
+            metavar="TRAIN_SIZE",
+            help="test-time local converter for a model trained on patches of this size (NAFNetLocal: 256); "
+            "the same as the override stack.backbone.tlc.train_size=TRAIN_SIZE",
+        )
 
     train = groups.add_parser("train", parents=[common], help="train a stack (torchrun for several processes)")
     config_arguments(train)

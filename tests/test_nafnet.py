@@ -212,3 +212,40 @@ def test_the_inference_fast_path_equals_the_official_formulation(cls, tlc):
             with torch.no_grad():
                 assert (plain(x) - fast).abs().max() > 1e-4
     assert layouts == [False, False, True, True] * 3  # the fast path ran in channels_last, the others did not
+
+
+def test_tlc_from_the_command_line_changes_test_and_run_alike(tmp_path, capsys):
+    """``--tlc 16`` on ``test`` and ``run``: local pooling on 64 x 80 images (base 24), noted in the summary."""
+    import numpy as np
+    import yaml
+
+    from deblurstack.data import read_image, write_image
+
+    rng = np.random.default_rng(0)
+    for folder in ("input", "target"):
+        write_image(tmp_path / folder / "a.png", rng.random((64, 80, 3)).astype(np.float32))
+    save_atomic({"params": {f"backbone.{k}": v for k, v in small(seed=3).state_dict().items()}}, tmp_path / "w.pth")
+    config = tmp_path / "c.yaml"
+    dataset = {"type": "paired_folder", "input_dir": str(tmp_path / "input"), "target_dir": str(tmp_path / "target")}
+    stack = {"backbone": {"type": "nafnet", **SMALL}, "checkpoint": str(tmp_path / "w.pth")}
+    config.write_text(yaml.safe_dump({"stack": stack, "data": {"test": dataset}, "metrics": [{"type": "psnr"}]}))
+
+    outputs = {}
+    for tlc in ([], ["--tlc", "16"]):
+        report = tmp_path / f"report{len(tlc)}"
+        assert main(["test", str(config), "--out", str(report), "--save-images", *tlc]) == 0
+        assert main(["run", str(config), str(tmp_path / "input"), "--out", str(tmp_path / f"run{len(tlc)}"), *tlc]) == 0
+        deblurred = read_image(tmp_path / f"run{len(tlc)}" / "a.png")
+        assert np.array_equal(read_image(report / "images" / "a.png"), deblurred)
+        assert ("TLC: global average pools replaced by local ones" in (report / "summary.md").read_text()) == bool(tlc)
+        outputs[bool(tlc)] = deblurred
+    assert np.abs(outputs[True] - outputs[False]).max() > 1 / 255  # the local pools changed the result
+    capsys.readouterr()
+
+    stack["backbone"] = {"type": "unet.tiny"}
+    stack.pop("checkpoint")
+    config.write_text(yaml.safe_dump({"stack": stack, "data": {"test": dataset}, "metrics": [{"type": "psnr"}]}))
+    assert main(["run", str(config), str(tmp_path / "input"), "--out", str(tmp_path / "x"), "--tlc", "16"]) == 2
+    assert "stack.backbone.tlc: backbone 'unet.tiny' has no global average pooling, so TLC does not apply" in (
+        capsys.readouterr().err
+    )

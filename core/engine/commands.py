@@ -56,7 +56,7 @@ def score(args: argparse.Namespace, echo: bool = False) -> Any:
     from deblurstack.engine import distributed
     from deblurstack.engine.evaluation import evaluate, write_report
 
-    overrides = list(args.overrides) + ([f"data.{args.split}.skip_bad=true"] if args.skip_bad else [])
+    overrides = _tlc_override(args) + ([f"data.{args.split}.skip_bad=true"] if args.skip_bad else [])
     resolved = resolve_config(args.file, overrides, variant=getattr(args, "variant", None))
     if args.split not in resolved.datasets:
         raise ConfigError(f"{args.file}: data.{args.split}: no such split (splits: {', '.join(resolved.datasets)})")
@@ -79,17 +79,21 @@ def score(args: argparse.Namespace, echo: bool = False) -> Any:
     if not place.is_main:
         return None
     tiling = "whole images" if not args.tile else f"overlapping tiles of {args.tile} px, overlap {args.overlap} px"
-    notes = [
-        f"weights: {weights}",
-        f"data: data.{args.split} = {resolved.datasets[args.split].type}",
-        tiling,
-    ]
+    notes = [f"weights: {weights}", f"data: data.{args.split} = {resolved.datasets[args.split].type}", tiling]
+    if tlc := resolved.backbone.options.get("tlc"):
+        notes.append(f"TLC: global average pools replaced by local ones for training size {tlc['train_size']}")
     _, summary = write_report(result, metrics, out, f"{resolved.data.get('name', 'evaluation')}: {args.split}", notes)
     if echo:
         print(summary.read_text())
         for problem in getattr(dataset, "skipped", []):
             print(f"skipped: {problem}")
     return result
+
+
+def _tlc_override(args: argparse.Namespace) -> list[str]:
+    """The command's overrides, plus ``--tlc TRAIN_SIZE`` as the backbone's ``tlc`` option."""
+    tlc = getattr(args, "tlc", None)
+    return [*args.overrides, *([f"stack.backbone.tlc={{train_size: {tlc}}}"] if tlc else [])]
 
 
 def ablation(args: argparse.Namespace) -> None:
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace) -> None:
     from deblurstack.compose import resolve_config
     from deblurstack.engine.inference import expand_inputs, run_on_files
 
-    resolved = resolve_config(args.file, args.overrides)
+    resolved = resolve_config(args.file, _tlc_override(args))
     for node in resolved.priors:
         if node.record.requires:
             raise ConfigError(
@@ -168,7 +172,7 @@ def export(args: argparse.Namespace) -> None:
     from deblurstack.compose import resolve_config
     from deblurstack.engine.export import CHECK_SIZE, export_onnx
 
-    resolved = resolve_config(args.file, args.overrides)
+    resolved = resolve_config(args.file, _tlc_override(args))
     for node in resolved.priors:
         if node.record.requires:
             raise ConfigError(
