@@ -126,6 +126,12 @@ def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument("--out", required=True, help="output folder")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run.add_argument(
+        "--aux-from",
+        default="test",
+        metavar="SPLIT",
+        help="data split whose aux mask sources compute the priors' inputs (default: test)",
+    )
+    run.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -181,9 +187,18 @@ def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
     quickstart.add_argument("overrides", nargs="*", help="overrides of examples/quickstart.yaml")
 
 
+def _is_override(argument: str) -> bool:
+    return "=" in argument and not argument.startswith("-")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(_is_override(a) for a in extra):
+        args.overrides += extra  # overrides after options (`train c.yaml --variant v a.b=1`): argparse leaves them
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.command_line = shlex.join(["deblurstack", *argv])  # what run folders record
     debug = getattr(args, "debug", False)
     previous_showwarning = warnings.showwarning

@@ -171,9 +171,12 @@ class ResolvedConfig:
             raise ConfigError(
                 self.config.error("data", f"no split {split!r} (splits: {', '.join(self.datasets) or 'none'})")
             )
-        node = self.datasets[split]
-        sources = {name: self._build_mask_source(source) for name, source in node.aux.items()}
-        return node.build(aux_sources=sources) if sources else node.build()
+        sources = self.build_aux_sources(split)
+        return self.datasets[split].build(aux_sources=sources) if sources else self.datasets[split].build()
+
+    def build_aux_sources(self, split: str) -> dict[str, Any]:
+        """The mask sources of ``data.<split>.aux`` by input name, cached and pre-deblurring as configured."""
+        return {name: self._build_mask_source(source) for name, source in self.datasets[split].aux.items()}
 
     def _build_mask_source(self, node: ResolvedNode) -> Any:
         """The source, seeing pre-deblurred images and caching its maps when the node says so."""

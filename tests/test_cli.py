@@ -75,6 +75,17 @@ def test_config_check_applies_overrides(capsys):
     assert "    width: 4\n" in capsys.readouterr().out
 
 
+def test_overrides_may_follow_options_and_anything_else_is_refused(capsys):
+    config = str(EXAMPLES / "sam_deblur" / "small.yaml")
+    assert main(["config", "check", config, "--variant", "cat", "stack.backbone.width=4", "seed=3"]) == 0
+    out = capsys.readouterr().out
+    assert "    width: 4\n" in out and "\nseed: 3\n" in out and "  - type: sam_cat\n" in out
+    with pytest.raises(SystemExit) as caught:
+        main(["config", "check", config, "--variant", "cat", "stack.backbone.width=4", "stray"])
+    assert caught.value.code == 2
+    assert "unrecognized arguments: stack.backbone.width=4 stray" in capsys.readouterr().err
+
+
 def test_usage_errors_exit_2_with_one_line(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["components", "list", "--kind", "backbones"])

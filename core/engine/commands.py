@@ -147,12 +147,18 @@ def run(args: argparse.Namespace) -> None:
     from deblurstack.engine.inference import expand_inputs, run_on_files
 
     resolved = resolve_config(args.file, _tlc_override(args))
-    for node in resolved.priors:
-        if node.record.requires:
-            raise ConfigError(
-                f"{args.file}: {node.keypath}: prior {node.type!r} needs input "
-                f"{', '.join(node.record.requires)}, which `deblurstack run` cannot supply yet"
-            )
+    needed = {name: node for node in resolved.priors for name in node.record.requires}
+    sources = {}
+    if needed:  # the priors' inputs come from the mask sources of one data split (SAM masks, say)
+        split = args.aux_from
+        given = resolved.datasets[split].aux if split in resolved.datasets else {}
+        for name, node in needed.items():
+            if name not in given:
+                raise ConfigError(
+                    f"{args.file}: {node.keypath}: prior {node.type!r} needs input {name!r}: give "
+                    f"data.{split}.aux.{name} a mask source (--aux-from picks another split)"
+                )
+        sources = {name: source for name, source in resolved.build_aux_sources(split).items() if name in needed}
     device = torch.device(
         "cuda"
         if args.device == "auto" and torch.cuda.is_available()
@@ -163,7 +169,7 @@ def run(args: argparse.Namespace) -> None:
     stack = resolved.build_stack()
     _load_weights(stack, resolved, args)
     written = run_on_files(
-        stack.to(device), expand_inputs(args.inputs), Path(args.out), device, args.tile, args.overlap
+        stack.to(device), expand_inputs(args.inputs), Path(args.out), device, args.tile, args.overlap, sources
     )
     print(f"{len(written)} image(s) written to {args.out}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deblurstack.data import IMAGE_SUFFIXES, ImageError, read_image, write_image
+from deblurstack.data import IMAGE_SUFFIXES, ImageError, Pair, read_image, to_tensor, write_image
 
 
 def predict(
@@ -99,15 +99,25 @@ def run_on_files(
     device: torch.device,
     tile: int | None = None,
     overlap: int = 32,
+    aux_sources: Mapping[str, Callable[[np.ndarray, Pair], np.ndarray]] | None = None,
 ) -> list[Path]:
-    """Deblur each file into ``out_dir`` under its own name, keeping 16-bit files 16-bit."""
+    """Deblur each file into ``out_dir`` under its own name, keeping 16-bit files 16-bit.
+
+    ``aux_sources`` compute the priors' auxiliary inputs (masks) from each whole image, as datasets do.
+    """
     written = []
     stack.eval()
     with torch.inference_mode():
         for path in paths:
             image, bits = read_for_inference(path)
             tensor = torch.from_numpy(image.transpose(2, 0, 1).copy()).unsqueeze(0).to(device)
-            output = predict(stack, tensor, tile=tile, overlap=overlap).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+            pair = Pair(name=path.stem, input=path, target=path)
+            aux = {
+                name: to_tensor(source(image, pair))[None].to(device) for name, source in (aux_sources or {}).items()
+            }
+            output = (
+                predict(stack, tensor, aux, tile=tile, overlap=overlap).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+            )
             suffix = path.suffix.lower() if bits == 8 or path.suffix.lower() in (".png", ".tif", ".tiff") else ".png"
             target = out_dir / f"{path.stem}{suffix}"
             write_image(target, output, bit_depth=bits)
