@@ -1,0 +1,148 @@
+"""examples/sam_deblur: the paper's GoPro ablation, the four release files, and the CPU-sized ablation run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from deblurstack import build_stack, resolve_config, save_atomic
+from deblurstack.cli import main
+from deblurstack.compose import resolve_node
+from deblurstack.data import read_image
+from deblurstack.engine.prepare import EMBEDDED, synthesize
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "sam_deblur"
+OFFICIAL = Path(__file__).resolve().parent / "data" / "official"
+VARIANTS = ["wo_sam", "cat", "map", "map_dropout"]  # the rows of the paper's Table 3
+PRIORS = {"wo_sam": [], "cat": ["sam_cat"], "map": ["sam_map"], "map_dropout": ["sam_map"]}
+IN_CHANNELS = {"wo_sam": 3, "cat": 4, "map": 5, "map_dropout": 5}
+DROPOUT = {"map": 0.0, "map_dropout": 0.5}
+
+
+def check_variant(resolved, variant: str) -> None:
+    """The variant's priors, backbone input channels, mask dropout, and masks only where a prior reads them."""
+    assert [prior.type.split(".")[0] for prior in resolved.priors] == PRIORS[variant]
+    assert resolved.backbone.params["in_channels"] == IN_CHANNELS[variant]
+    if variant in DROPOUT:
+        assert resolved.priors[0].params["dropout"] == DROPOUT[variant]
+        assert resolved.priors[0].params["seg_channels"] == 2
+    for dataset in resolved.datasets.values():
+        assert ("masks" in dataset.aux) == (variant != "wo_sam")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_gopro_ablation_trains_every_variant_with_the_papers_recipe(variant):
+    resolved = resolve_config(EXAMPLES / "gopro.yaml", variant=variant)
+    check_variant(resolved, variant)
+    assert resolved.data["name"] == f"sam_deblur_gopro-{variant}"
+    backbone = resolved.backbone
+    assert backbone.params["width"] == 32 and list(backbone.params["enc_blk_nums"]) == [1, 1, 1, 28]
+    assert backbone.options["tlc"]["train_size"] == [256, 256]
+    assert [loss.type for loss in resolved.losses] == ["psnr"]
+    train = resolved.trainer.params
+    recipe = {"iterations": 200000, "batch_size": 32, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-3}
+    assert {key: train[key] for key in recipe} == recipe
+    assert list(train["betas"]) == [0.9, 0.9] and train["scheduler"] == "cosine" and train["eta_min"] == 1e-7
+    assert train["grad_clip"] == 0.01
+    assert resolved.datasets["train"].params["patch_size"] == 256 and resolved.datasets["train"].params["augment"]
+    if variant != "wo_sam":  # SAM ViT-H with the generator's defaults on BGR input, as the official script
+        masks = resolved.datasets["train"].aux["masks"].to_dict()
+        assert masks["model_type"] == "vit_h" and masks["channel_order"] == "bgr" and masks["points_per_side"] == 32
+    ssim = next(metric for metric in resolved.metrics if metric.type == "ssim")
+    assert [metric.type for metric in resolved.metrics] == ["psnr", "ssim", "mcr"]
+    assert ssim.params["variant"] == "gaussian3d"
+
+
+RELEASE_FILES = {
+    "wo_sam": ("NAFNet-GoPro.pth", "nafnet_w32_keys.json"),
+    "cat": ("MaskNAFNet-GoPro.pth", "sam_deblur_masknafnet_keys.json"),
+    "map": ("SegNAFNet-no-dropout-GoPro.pth", "sam_deblur_segnafnet_keys.json"),
+    "map_dropout": ("SegNAFNet-GoPro.pth", "sam_deblur_segnafnet_keys.json"),
+}
+
+
+@pytest.fixture(scope="module")
+def release_folder(tmp_path_factory):
+    """The four release files, random tensors under the official key names and shapes ({"params": ...})."""
+    folder = tmp_path_factory.mktemp("release")
+    for seed, (name, keys) in enumerate(RELEASE_FILES.values()):
+        generator = torch.Generator().manual_seed(seed)
+        shapes = json.loads((OFFICIAL / keys).read_text())
+        save_atomic({"params": {k: torch.randn(s, generator=generator) for k, s in shapes.items()}}, folder / name)
+    return folder
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_release_variant_loads_its_official_file_into_the_stack_it_describes(release_folder, variant):
+    resolved = resolve_config(EXAMPLES / "release.yaml", [f"vars.release={release_folder}"], variant=variant)
+    check_variant(resolved, variant)
+    if variant in DROPOUT:
+        assert resolved.priors[0].params["release_compat"]  # the released files saw masks of value 1/255
+    masks = resolved.datasets["test"].aux.get("masks")
+    assert (masks and masks.params["format"]) == {"wo_sam": None, "cat": "png"}.get(variant, "npz")
+    name, _ = RELEASE_FILES[variant]
+    stack = resolved.build_stack()  # strict: every official key has its place, and every parameter a key
+    official = torch.load(release_folder / name, weights_only=True)["params"]
+    ours = {
+        key.split(".", 1)[1] if key.startswith("backbone.") else key.split(".", 2)[2]: value
+        for key, value in stack.state_dict().items()
+        if not key.endswith("_tlc_size")
+    }
+    assert ours.keys() == official.keys()
+    assert all(torch.equal(ours[key], official[key]) for key in official)
+
+
+def test_the_small_ablation_trains_and_scores_every_variant_on_the_bundled_photos(tmp_path, capsys):
+    """small.yaml end to end at a smaller size: Felzenszwalb masks cached, four variants, one table."""
+    data = tmp_path / "data"
+    blur = resolve_node("synthesizer", {"type": "motion_blur", "kernel_size": 9, "max_length": 6.0}, "blur").build()
+    synthesize(EMBEDDED, data / "train", blur, seed=0, max_side=48, names=["astronaut", "rocket"])
+    synthesize(EMBEDDED, data / "test", blur, seed=1, max_side=48, names=["coffee"])
+    overrides = [
+        f"vars.data={data}",
+        f"vars.masks.cache={tmp_path / 'masks'}",
+        "vars.masks.min_size=20",
+        "stack.backbone.width=8",
+        "data.train.patch_size=32",
+        "train.iterations=2",
+        "train.batch_size=2",
+        "train.val_every=0",
+        "train.save_every=0",
+    ]
+    assert main(["ablation", str(EXAMPLES / "small.yaml"), "--runs-dir", str(tmp_path / "runs"), *overrides]) == 0
+    lines = (tmp_path / "runs" / "sam_deblur_small-ablation.md").read_text().splitlines()
+    assert lines[2] == "| variant | psnr | ssim | mcr |"
+    assert [line.split(" | ")[0] for line in lines[4:]] == ["| blurry input", *(f"| {v}" for v in VARIANTS)]
+    assert len(list((tmp_path / "masks").rglob("*.png"))) == 3  # one map per image, shared by the variants
+    config = yaml.safe_load((tmp_path / "runs" / "sam_deblur_small-map_dropout" / "config.yaml").read_text())
+    assert config["stack"]["priors"][0]["dropout"] == 0.5
+
+
+def test_run_computes_the_priors_masks_with_the_mask_source_of_the_test_split(tmp_path, capsys):
+    """``deblurstack run`` on a MAP stack: masks from data.test.aux, outputs equal to ``test --save-images``."""
+    blur = resolve_node("synthesizer", {"type": "motion_blur", "kernel_size": 9, "max_length": 6.0}, "blur").build()
+    synthesize(EMBEDDED, tmp_path / "data" / "test", blur, seed=1, max_side=48, per_image=2, names=["coffee"])
+    overrides = [f"vars.data={tmp_path / 'data'}", f"vars.masks.cache={tmp_path / 'masks'}", "stack.backbone.width=8"]
+    config = str(EXAMPLES / "small.yaml")
+    torch.manual_seed(0)
+    save_atomic({"params": build_stack(config, overrides).state_dict()}, tmp_path / "w.pth")
+    weights = ["--checkpoint", str(tmp_path / "w.pth")]
+    report = tmp_path / "report"
+    assert main(["test", config, *overrides, *weights, "--out", str(report), "--save-images"]) == 0
+    inputs = str(tmp_path / "data" / "test" / "input")
+    settings = [option for override in overrides for option in ("--set", override)]
+    assert main(["run", config, inputs, "--out", str(tmp_path / "out"), *weights, *settings]) == 0
+    names = sorted(path.name for path in (report / "images").iterdir())
+    assert names == ["coffee_0.png", "coffee_1.png"]
+    for name in names:
+        assert np.array_equal(read_image(tmp_path / "out" / name), read_image(report / "images" / name))
+    capsys.readouterr()
+
+    assert main(["run", config, inputs, "--out", str(tmp_path / "x"), *weights, *settings, "--aux-from", "val"]) == 2
+    message = "stack.priors[0]: prior 'sam_map.dropout' needs input 'masks': give data.val.aux.masks a mask source"
+    assert message in capsys.readouterr().err
