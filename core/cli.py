@@ -140,6 +140,7 @@ def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
         help="dotted config override (repeatable)",
     )
     weights_arguments(run)
+    run.set_defaults(overrides_by_option=True)  # its positionals are inputs: a stray KEY=VALUE is no override
 
     export = groups.add_parser("export", parents=[common], help="export a stack to ONNX (checked with onnxruntime)")
     export.add_argument("file", help="YAML config file of the stack")
@@ -195,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and isinstance(getattr(args, "overrides", None), list) and all(_is_override(a) for a in extra):
+    trailing = isinstance(getattr(args, "overrides", None), list) and not getattr(args, "overrides_by_option", False)
+    if extra and trailing and all(_is_override(a) for a in extra):
         args.overrides += extra  # overrides after options (`train c.yaml --variant v a.b=1`): argparse leaves them
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

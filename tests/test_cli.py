@@ -84,6 +84,9 @@ def test_overrides_may_follow_options_and_anything_else_is_refused(capsys):
         main(["config", "check", config, "--variant", "cat", "stack.backbone.width=4", "stray"])
     assert caught.value.code == 2
     assert "unrecognized arguments: stack.backbone.width=4 stray" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # run's positionals are inputs; its overrides come only with --set
+        main(["run", config, "photo.png", "--out", "o", "seed=3"])
+    assert "unrecognized arguments: seed=3" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2_with_one_line(capsys):

@@ -326,3 +326,11 @@ def test_a_sam_map_stack_builds_from_yaml_with_release_compat(tmp_path):
     labels = random_labels([4], 21, 35, "dense", 0)
     with torch.no_grad():
         assert stack(torch.rand(1, 3, 21, 35), masks=labels).shape == (1, 3, 21, 35)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.bool])
+def test_label_maps_of_any_integer_dtype_pool_as_int64(dtype):
+    labels = random_labels([2, 2] if dtype == torch.bool else [9, 5], 12, 10, "dense", 3)
+    image = torch.rand(2, 3, 12, 10)
+    expected = prior(seg_channels=2)(image, {"masks": labels}).channels
+    assert torch.equal(prior(seg_channels=2)(image, {"masks": labels.to(dtype)}).channels, expected)

@@ -81,7 +81,8 @@ def score(args: argparse.Namespace, echo: bool = False) -> Any:
     tiling = "whole images" if not args.tile else f"overlapping tiles of {args.tile} px, overlap {args.overlap} px"
     notes = [f"weights: {weights}", f"data: data.{args.split} = {resolved.datasets[args.split].type}", tiling]
     if tlc := resolved.backbone.options.get("tlc"):
-        notes.append(f"TLC: global average pools replaced by local ones for training size {tlc['train_size']}")
+        height, width = tlc["train_size"]
+        notes.append(f"TLC: global average pools replaced by local ones for training size {height}x{width}")
     _, summary = write_report(result, metrics, out, f"{resolved.data.get('name', 'evaluation')}: {args.split}", notes)
     if echo:
         print(summary.read_text())
@@ -93,7 +94,7 @@ def score(args: argparse.Namespace, echo: bool = False) -> Any:
 def _tlc_override(args: argparse.Namespace) -> list[str]:
     """The command's overrides, plus ``--tlc TRAIN_SIZE`` as the backbone's ``tlc`` option."""
     tlc = getattr(args, "tlc", None)
-    return [*args.overrides, *([f"stack.backbone.tlc={{train_size: {tlc}}}"] if tlc else [])]
+    return [*args.overrides, *([f"stack.backbone.tlc={{train_size: {tlc}}}"] if tlc is not None else [])]
 
 
 def ablation(args: argparse.Namespace) -> None:
@@ -151,7 +152,12 @@ def run(args: argparse.Namespace) -> None:
     sources = {}
     if needed:  # the priors' inputs come from the mask sources of one data split (SAM masks, say)
         split = args.aux_from
-        given = resolved.datasets[split].aux if split in resolved.datasets else {}
+        if split not in resolved.datasets:
+            raise ConfigError(
+                f"{args.file}: data.{split}: no such split to take the priors' inputs from "
+                f"(--aux-from; splits: {', '.join(resolved.datasets) or 'none'})"
+            )
+        given = resolved.datasets[split].aux
         for name, node in needed.items():
             if name not in given:
                 raise ConfigError(

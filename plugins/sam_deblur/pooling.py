@@ -85,7 +85,7 @@ class MaskAveragePooling(Prior):
             raise ValueError(
                 f"masks must be an integer label map {(batch, height, width)}, got {labels.dtype} {tuple(labels.shape)}"
             )
-        ids, groups = group_ids(labels)
+        ids, groups = group_ids(labels.long())  # uint8 maps (as mask sources return them) index as int64
         if self.release_compat:  # pad as SegNAFNet.check_image_size; padded pixels form one more, uncovered group
             image = pad_to_multiple(image, RELEASE_PAD)
             ids = F.pad(ids, (0, image.shape[-1] - width, 0, image.shape[-2] - height), value=groups)
