@@ -99,12 +99,17 @@ def test_each_release_variant_loads_its_official_file_into_the_stack_it_describe
     assert all(torch.equal(ours[key], official[key]) for key in official)
 
 
+def synthetic_pairs(folder: Path, names: list[str], seed: int, per_image: int = 1) -> None:
+    """Small camera-shake pairs (48 px on the long side) of the bundled photos ``names`` in folder/{input,target}."""
+    blur = resolve_node("synthesizer", {"type": "motion_blur", "kernel_size": 9, "max_length": 6.0}, "blur").build()
+    synthesize(EMBEDDED, folder, blur, seed=seed, per_image=per_image, max_side=48, names=names)
+
+
 def test_the_small_ablation_trains_and_scores_every_variant_on_the_bundled_photos(tmp_path, capsys):
     """small.yaml end to end at a smaller size: Felzenszwalb masks cached, four variants, one table."""
     data = tmp_path / "data"
-    blur = resolve_node("synthesizer", {"type": "motion_blur", "kernel_size": 9, "max_length": 6.0}, "blur").build()
-    synthesize(EMBEDDED, data / "train", blur, seed=0, max_side=48, names=["astronaut", "rocket"])
-    synthesize(EMBEDDED, data / "test", blur, seed=1, max_side=48, names=["coffee"])
+    synthetic_pairs(data / "train", ["astronaut", "rocket"], seed=0)
+    synthetic_pairs(data / "test", ["coffee"], seed=1)
     overrides = [
         f"vars.data={data}",
         f"vars.masks.cache={tmp_path / 'masks'}",
@@ -127,8 +132,7 @@ def test_the_small_ablation_trains_and_scores_every_variant_on_the_bundled_photo
 
 def test_run_computes_the_priors_masks_with_the_mask_source_of_the_test_split(tmp_path, capsys):
     """``deblurstack run`` on a MAP stack: masks from data.test.aux, outputs equal to ``test --save-images``."""
-    blur = resolve_node("synthesizer", {"type": "motion_blur", "kernel_size": 9, "max_length": 6.0}, "blur").build()
-    synthesize(EMBEDDED, tmp_path / "data" / "test", blur, seed=1, max_side=48, per_image=2, names=["coffee"])
+    synthetic_pairs(tmp_path / "data" / "test", ["coffee"], seed=1, per_image=2)
     overrides = [f"vars.data={tmp_path / 'data'}", f"vars.masks.cache={tmp_path / 'masks'}", "stack.backbone.width=8"]
     config = str(EXAMPLES / "small.yaml")
     torch.manual_seed(0)

@@ -184,7 +184,7 @@ def export(args: argparse.Namespace) -> None:
     from deblurstack.compose import resolve_config
     from deblurstack.engine.export import CHECK_SIZE, export_onnx
 
-    resolved = resolve_config(args.file, _tlc_override(args))
+    resolved = resolve_config(args.file, args.overrides)
     for node in resolved.priors:
         if node.record.requires:
             raise ConfigError(

@@ -110,7 +110,7 @@ def run_on_files(
     with torch.inference_mode():
         for path in paths:
             image, bits = read_for_inference(path)
-            tensor = torch.from_numpy(image.transpose(2, 0, 1).copy()).unsqueeze(0).to(device)
+            tensor = to_tensor(image)[None].to(device)
             pair = Pair(name=path.stem, input=path, target=path)
             aux = {
                 name: to_tensor(source(image, pair))[None].to(device) for name, source in (aux_sources or {}).items()
