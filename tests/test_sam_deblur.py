@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deblurstack import build_stack, save_atomic
-from deblurstack.plugins.sam_deblur import pooling
+from deblurstack.plugins.sam_deblur import kernels, pooling
 from deblurstack.plugins.sam_deblur.cat import LabelChannel
 from deblurstack.plugins.sam_deblur.pooling import MaskAveragePooling, drop_groups, group_ids
 
@@ -29,6 +29,16 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 def prior(seed: int = 0, **params) -> MaskAveragePooling:
     torch.manual_seed(seed)
     return MaskAveragePooling(**params).eval()
+
+
+#: MAP's two forward paths: the numba kernels (inference without autograd) and torch ops (autograd, GPU)
+PATHS = ["kernels", "autograd"]
+
+
+def pooled(module: MaskAveragePooling, image: torch.Tensor, labels: torch.Tensor, path: str) -> torch.Tensor:
+    """MAP's output on ``path``: autograd recording selects the torch-ops path, its absence the kernels."""
+    with torch.set_grad_enabled(path == "autograd"):
+        return module(image, {"masks": labels}).channels.detach()
 
 
 def random_labels(groups: list[int], height: int, width: int, mode: str, seed: int) -> torch.Tensor:
@@ -99,17 +109,19 @@ shapes = st.tuples(st.integers(1, 3), st.integers(1, 11), st.integers(1, 11))
     groups=st.lists(st.integers(1, 9), min_size=3, max_size=3),
     channels=st.integers(1, 3),
     mode=st.sampled_from(["dense", "offset", "wide", "extreme"]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
     seed=st.integers(0, 2**16),
+    path=st.sampled_from(PATHS),
 )
-def test_map_equals_its_definition_on_random_label_maps(shape, groups, channels, mode, seed):
+def test_map_equals_its_definition_on_random_label_maps(shape, groups, channels, mode, dtype, seed, path):
     batch, height, width = shape
     labels = random_labels(groups[:batch], height, width, mode, seed)
-    image = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
-    module = prior(seed, seg_channels=channels)
+    image = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    module = prior(seed, seg_channels=channels).to(dtype)
+    out = pooled(module, image, labels, path)
     with torch.no_grad():
-        out = module(image, {"masks": labels}).channels
         expected = definition(module.project(image), labels)
-    assert out.shape == (batch, channels, height, width)
+    assert out.shape == (batch, channels, height, width) and out.dtype == dtype
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -119,14 +131,15 @@ def test_map_equals_its_definition_on_random_label_maps(shape, groups, channels,
     fraction=st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]),
     mode=st.sampled_from(["dense", "wide"]),
     seed=st.integers(0, 2**16),
+    path=st.sampled_from(PATHS),
 )
-def test_dropout_pools_exactly_floor_p_m_groups_per_sample(groups, fraction, mode, seed):
+def test_dropout_pools_exactly_floor_p_m_groups_per_sample(groups, fraction, mode, seed, path):
     labels = random_labels(groups, 9, 10, mode, seed)
     image = torch.rand(3, 3, 9, 10, generator=torch.Generator().manual_seed(seed))
     module = prior(seed, dropout=fraction).train()
     torch.manual_seed(seed)
+    out = pooled(module, image, labels, path)
     with torch.no_grad():
-        out = module(image, {"masks": labels}).channels
         features = module.project(image)
     kept = definition(features, labels)  # every group its own mean
     dropped = []
@@ -229,14 +242,15 @@ def test_masks_must_be_an_integer_label_map_of_the_image_size():
 
 @pytest.mark.parametrize("size", [(32, 48), (16, 16), (37, 29), (5, 21)])
 @pytest.mark.parametrize("mode", ["dense", "wide"])
-def test_release_compat_equals_the_official_dense_formula(size, mode):
+@pytest.mark.parametrize("path", PATHS)
+def test_release_compat_equals_the_official_dense_formula(size, mode, path):
     height, width = size
     padded = (-(-height // 16) * 16, -(-width // 16) * 16)
     labels = random_labels([3, 11], height, width, mode, 3)
     image = torch.rand(2, 3, height, width)
     module = prior(release_compat=True)
+    out = pooled(module, image, labels, path)
     with torch.no_grad():
-        out = module(image, {"masks": labels}).channels
         features = module.project(F.pad(image, (0, padded[1] - width, 0, padded[0] - height)))
         expected = torch.stack([official_dense(features[b], official_masks(labels[b], *padded)) for b in range(2)])
     # exact where H, W are multiples of 16; otherwise the official output is cropped to the valid region
@@ -328,9 +342,58 @@ def test_a_sam_map_stack_builds_from_yaml_with_release_compat(tmp_path):
         assert stack(torch.rand(1, 3, 21, 35), masks=labels).shape == (1, 3, 21, 35)
 
 
-@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.bool])
-def test_label_maps_of_any_integer_dtype_pool_as_int64(dtype):
-    labels = random_labels([2, 2] if dtype == torch.bool else [9, 5], 12, 10, "dense", 3)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.bool])
+@pytest.mark.parametrize("path", PATHS)
+def test_label_maps_of_any_integer_dtype_pool_as_int64(dtype, path):
+    mode = "offset" if dtype == torch.int8 else "dense"  # int8: negative labels, shifted past the dtype's range
+    labels = random_labels([2, 2] if dtype == torch.bool else [130, 5], 12, 10, mode, 3)
     image = torch.rand(2, 3, 12, 10)
-    expected = prior(seg_channels=2)(image, {"masks": labels}).channels
-    assert torch.equal(prior(seg_channels=2)(image, {"masks": labels.to(dtype)}).channels, expected)
+    expected = pooled(prior(seg_channels=2), image, labels, path)
+    assert torch.equal(pooled(prior(seg_channels=2), image, labels.to(dtype), path), expected)
+
+
+# ------------------------------------------------------------------------------------- the inference kernels
+
+
+def test_inference_runs_the_kernels_and_autograd_the_torch_ops(monkeypatch):
+    calls = []
+    monkeypatch.setattr(pooling, "load_kernels", lambda: calls.append(1) or kernels)
+    module, labels, image = prior(), random_labels([4], 8, 8, "dense", 0), torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        module(image, {"masks": labels})
+    assert len(calls) == 2  # project_and_sum, then broadcast
+    out = module(image, {"masks": labels}).channels  # autograd: the torch ops, differentiable
+    assert len(calls) == 2 and out.requires_grad
+    with torch.inference_mode():
+        module.train()(image, {"masks": labels})  # training mode without autograd (validation): the kernels
+    assert len(calls) == 4
+    module.pre_seg.requires_grad_(False)  # fine-tuning pre_seg_in alone still needs autograd
+    assert module(image, {"masks": labels}).channels.requires_grad and len(calls) == 4
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 6), (5, 1), (2, 2), (9, 17)])
+@pytest.mark.parametrize("channels", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_project_and_sum_is_the_convolution_summed_per_group(size, channels, dtype):
+    generator = torch.Generator().manual_seed(sum(size) + channels)
+    image = torch.rand(2, 3, *size, generator=generator, dtype=dtype)
+    weight = torch.randn(channels, 3, 3, 3, generator=generator, dtype=dtype)
+    ids = torch.randint(0, 5, (2, *size), generator=generator)
+    sums, counts, narrow = kernels.project_and_sum(image, ids, 5, weight)
+    features = F.conv2d(image, weight, padding=1).double().flatten(2)
+    expected = torch.zeros(2, channels, 5, dtype=torch.float64)
+    expected.scatter_add_(2, ids.flatten(1)[:, None].expand(-1, channels, -1), features)
+    torch.testing.assert_close(sums, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(counts, torch.stack([torch.bincount(sample.flatten(), minlength=5) for sample in ids]))
+    assert narrow.dtype == torch.uint8 and torch.equal(narrow.long(), ids)
+    table = torch.rand(2, channels, 5, dtype=dtype, generator=generator)
+    assert torch.equal(kernels.broadcast(table, narrow), pooling.broadcast(table, ids))
+
+
+@pytest.mark.parametrize(("groups", "dtype"), [(256, torch.uint8), (257, torch.int16), (40000, torch.int32)])
+def test_the_broadcast_reads_the_narrowest_ids_that_hold_the_groups(groups, dtype):
+    ids = torch.arange(groups).view(1, 1, -1)
+    _, counts, narrow = kernels.project_and_sum(torch.rand(1, 3, 1, groups), ids, groups, torch.rand(2, 3, 3, 3))
+    assert (
+        narrow.dtype == dtype and torch.equal(narrow.long(), ids) and torch.equal(counts, torch.ones(1, groups).long())
+    )
