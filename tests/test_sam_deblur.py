@@ -8,10 +8,12 @@ key names and shapes of the official SegNAFNet (GoPro config: width 32, seg_chan
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -122,7 +124,8 @@ def test_map_equals_its_definition_on_random_label_maps(shape, groups, channels,
     with torch.no_grad():
         expected = definition(module.project(image), labels)
     assert out.shape == (batch, channels, height, width) and out.dtype == dtype
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12  # float64 all the way through, no float32 step
+    torch.testing.assert_close(out, expected, rtol=tolerance, atol=tolerance / 10)
 
 
 @settings(max_examples=40, deadline=None, database=None)
@@ -344,7 +347,7 @@ def test_a_sam_map_stack_builds_from_yaml_with_release_compat(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.bool])
 @pytest.mark.parametrize("path", PATHS)
-def test_label_maps_of_any_integer_dtype_pool_as_int64(dtype, path):
+def test_label_maps_of_any_integer_dtype_give_the_same_output(dtype, path):
     mode = "offset" if dtype == torch.int8 else "dense"  # int8: negative labels, shifted past the dtype's range
     labels = random_labels([2, 2] if dtype == torch.bool else [130, 5], 12, 10, mode, 3)
     image = torch.rand(2, 3, 12, 10)
@@ -355,20 +358,76 @@ def test_label_maps_of_any_integer_dtype_pool_as_int64(dtype, path):
 # ------------------------------------------------------------------------------------- the inference kernels
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script:FutureWarning")  # torch's forward-AD decompositions
 def test_inference_runs_the_kernels_and_autograd_the_torch_ops(monkeypatch):
     calls = []
     monkeypatch.setattr(pooling, "load_kernels", lambda: calls.append(1) or kernels)
     module, labels, image = prior(), random_labels([4], 8, 8, "dense", 0), torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         module(image, {"masks": labels})
-    assert len(calls) == 2  # project_and_sum, then broadcast
+    assert len(calls) == 1
     out = module(image, {"masks": labels}).channels  # autograd: the torch ops, differentiable
-    assert len(calls) == 2 and out.requires_grad
+    assert len(calls) == 1 and out.requires_grad
     with torch.inference_mode():
         module.train()(image, {"masks": labels})  # training mode without autograd (validation): the kernels
-    assert len(calls) == 4
+    assert len(calls) == 2
     module.pre_seg.requires_grad_(False)  # fine-tuning pre_seg_in alone still needs autograd
-    assert module(image, {"masks": labels}).channels.requires_grad and len(calls) == 4
+    assert module(image, {"masks": labels}).channels.requires_grad and len(calls) == 2
+    with torch.no_grad(), forward_ad.dual_level():  # forward-mode AD: the ops carry the tangent
+        dual = forward_ad.make_dual(image, torch.ones_like(image))
+        assert forward_ad.unpack_dual(module(dual, {"masks": labels}).channels).tangent is not None
+    with torch.no_grad(), pytest.raises(RuntimeError):  # a float64 image for float32 weights: refused as by conv2d
+        module(image.double(), {"masks": labels})
+    assert len(calls) == 2
+
+
+class Traced(torch.nn.Module):
+    def __init__(self, module: MaskAveragePooling) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.module(image, {"masks": labels}).channels
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit.trace:FutureWarning")
+def test_tracing_records_the_torch_ops_not_the_kernels(monkeypatch):
+    calls = []
+    monkeypatch.setattr(pooling, "load_kernels", lambda: calls.append(1) or kernels)
+    labels, image = random_labels([4], 8, 8, "dense", 0), torch.rand(1, 3, 8, 8)
+    module = Traced(prior().requires_grad_(False))
+    with torch.no_grad():
+        traced = torch.jit.trace(module, (image, labels), check_trace=False)
+        assert calls == []
+        torch.testing.assert_close(traced(image, labels), module(image, labels))  # ops vs kernels: rounding
+    assert calls == [1]  # the eager call
+
+
+def test_without_numba_map_warns_and_pools_with_torch_ops(monkeypatch):
+    package = sys.modules["deblurstack.plugins.sam_deblur"]
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
+    monkeypatch.delitem(sys.modules, "deblurstack.plugins.sam_deblur.kernels")
+    monkeypatch.delattr(package, "kernels")
+    pooling.load_kernels.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="numba kernels unavailable"):
+            assert pooling.load_kernels() is None
+        labels, image, module = random_labels([4], 8, 8, "dense", 0), torch.rand(1, 3, 8, 8), prior()
+        with torch.no_grad():
+            torch.testing.assert_close(
+                module(image, {"masks": labels}).channels, definition(module.project(image), labels)
+            )
+    finally:
+        pooling.load_kernels.cache_clear()
+
+
+def test_a_channels_last_image_gives_the_same_output():
+    labels, image = random_labels([5, 3], 9, 11, "dense", 2), torch.rand(2, 3, 9, 11)
+    module = prior()
+    for path in PATHS:
+        expected = pooled(module, image, labels, path)
+        out = pooled(module, image.to(memory_format=torch.channels_last), labels, path)
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-7)  # oneDNN rounds channels_last differently
 
 
 @pytest.mark.parametrize("size", [(1, 1), (1, 6), (5, 1), (2, 2), (9, 17)])
@@ -397,3 +456,14 @@ def test_the_broadcast_reads_the_narrowest_ids_that_hold_the_groups(groups, dtyp
     assert (
         narrow.dtype == dtype and torch.equal(narrow.long(), ids) and torch.equal(counts, torch.ones(1, groups).long())
     )
+
+
+def test_nan_and_inf_pixels_reach_their_group_alike_on_both_paths():
+    image = torch.rand(1, 3, 6, 7)
+    image[0, 0, 1, 1], image[0, 2, 4, 5] = float("nan"), float("inf")
+    labels = torch.zeros(1, 6, 7, dtype=torch.long)
+    labels[:, 3:] = 1
+    labels[:, 0, 6] = 2  # a group of one pixel, away from both
+    outputs = [pooled(prior(), image, labels, path) for path in PATHS]
+    assert outputs[0][0][:, labels[0] == 0].isnan().all() and outputs[0][:, :, 0, 6].isfinite().all()
+    assert torch.equal(outputs[0].isnan(), outputs[1].isnan()) and torch.equal(outputs[0].isinf(), outputs[1].isinf())

@@ -2,9 +2,10 @@
 
 The official ``mask_average`` loops over the batch and broadcasts ``M x H x W x C`` per image (M bool masks, the
 level sets of a label map). Here the groups are the level sets of the label map itself, and each group's value is
-computed once from its sums and size: O(B H W C) memory whatever the number of groups. With autograd (training),
-on GPU or when traced, the sums are one ``scatter_add_`` and the broadcast one ``gather`` for the whole batch; CPU
-inference runs two numba kernels instead (``kernels.py``: the projection and the sums in one pass, 4x faster).
+computed once from its sums and size: O(B H W C) memory whatever the number of groups. CPU inference in float32 or
+float64 runs two numba kernels (``kernels.py``: the projection and the sums in one pass, then the broadcast; about
+3x faster on one thread at 1280x720). Everything else (autograd, GPU, half precision, tracing, compiling) runs
+torch ops: one ``scatter_add_`` for the sums and one ``gather`` for the broadcast, for the whole batch.
 
 Deliberate differences from the official code:
 
@@ -17,9 +18,13 @@ Deliberate differences from the official code:
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Mapping
+from types import ModuleType
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -95,12 +100,13 @@ class MaskAveragePooling(Prior):
             image = pad_to_multiple(image, RELEASE_PAD)
             ids = F.pad(ids.long(), (0, image.shape[-1] - width, 0, image.shape[-2] - height), value=groups)
         total = groups + 1 if self.release_compat else groups
-        use_kernels = self._uses_kernels(image)
-        if use_kernels:  # one pass: the projection never reaches memory (kernels.py)
+        kernels = load_kernels() if self._suits_kernels(image) else None
+        if kernels:  # one pass: the projection never reaches memory (kernels.py)
             weight, bias = self.composed_weights()
-            sums, counts, ids = load_kernels().project_and_sum(image, ids, total, weight)
+            sums, counts, ids = kernels.project_and_sum(image, ids, total, weight)
             sums += bias.to(sums.dtype)[:, None] * counts[:, None]  # the bias, summed over each group
         else:
+            ids = ids.long()  # the ops index with int64
             features = self.project(image)
             counts = group_sizes(ids, total)
             sums = segment_sums(features, ids, total)
@@ -110,28 +116,37 @@ class MaskAveragePooling(Prior):
             uncovered[:, :groups] = drop_groups(counts[:, :groups] > 0, self.dropout)
         mask_value = RELEASE_MASK_VALUE if self.release_compat else None
         table = group_values(sums, counts.to(sums.dtype), uncovered, mask_value).to(image.dtype)
-        out = load_kernels().broadcast(table, ids) if use_kernels else broadcast(table, ids)
+        out = kernels.broadcast(table, ids) if kernels else broadcast(table, ids)
         return PriorOutput(channels=out[..., :height, :width])
 
-    def _uses_kernels(self, image: Tensor) -> bool:
-        """Whether the numba kernels run: CPU float inference without autograd, outside tracing and compiling."""
-        needs_grad = torch.is_grad_enabled() and (
-            image.requires_grad or any(p.requires_grad for p in self.parameters())
-        )
+    def _suits_kernels(self, image: Tensor) -> bool:
+        """Whether the numba kernels can run: CPU float inference without autograd, outside tracing and compiling."""
+        tensors = (image, *self.parameters())
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
         return (
             image.device.type == "cpu"
             and image.dtype in (torch.float32, torch.float64)
+            and image.dtype == self.pre_seg.weight.dtype  # a mix goes to the ops, which refuse it as conv2d does
             and not needs_grad
+            and not any(forward_ad.unpack_dual(t).tangent is not None for t in tensors)  # forward-mode AD
             and not torch.jit.is_tracing()
-            and not torch.jit.is_scripting()
             and not torch.compiler.is_compiling()
         )
 
 
-def load_kernels():
-    """The numba kernels, imported on first use: importing numba adds about 0.15 s to start-up."""
-    from deblurstack.plugins.sam_deblur import kernels
+@functools.cache
+def load_kernels() -> ModuleType | None:
+    """The numba kernels, imported on first use (numba adds about 0.15 s to start-up); None if they cannot load.
 
+    Numba compiles them on the first call (about 2 s) and caches the machine code next to ``kernels.py``, or in
+    ``NUMBA_CACHE_DIR`` (default ``~/.cache/numba``) where that folder is read-only. Where no cache folder is
+    writable, or numba is broken, MAP runs on torch ops (slower, same results) after one warning.
+    """
+    try:
+        from deblurstack.plugins.sam_deblur import kernels
+    except (ImportError, RuntimeError) as error:  # RuntimeError: numba found no writable cache folder
+        warnings.warn(f"sam_map: numba kernels unavailable ({error}); pooling with torch ops", stacklevel=2)
+        return None
     return kernels
 
 
@@ -171,18 +186,18 @@ def drop_groups(present: Tensor, fraction: float) -> Tensor:
 
 
 def group_sizes(ids: Tensor, groups: int) -> Tensor:
-    """Pixels per group, ``B x groups`` int64 (one ``bincount`` over per-sample offset ids)."""
+    """Pixels per group, ``B x groups`` int64 (one ``bincount`` over per-sample offset int64 ids)."""
     batch = ids.shape[0]
-    flat = ids.reshape(batch, -1).long()
+    flat = ids.reshape(batch, -1)
     if batch > 1:
         flat = flat + groups * torch.arange(batch, device=ids.device)[:, None]
     return torch.bincount(flat.reshape(-1), minlength=batch * groups).view(batch, groups)
 
 
 def segment_sums(features: Tensor, ids: Tensor, groups: int) -> Tensor:
-    """``B x C x groups``: the sums of ``features`` (``B x C x H x W``) over each group (one ``scatter_add_``)."""
+    """``B x C x groups``: the sums of ``features`` (``B x C x H x W``) over each group of the int64 ``ids``."""
     batch, channels = features.shape[:2]
-    index = ids.reshape(batch, 1, -1).long().expand(batch, channels, -1)
+    index = ids.reshape(batch, 1, -1).expand(batch, channels, -1)
     return features.new_zeros(batch, channels, groups).scatter_add_(2, index, features.reshape(batch, channels, -1))
 
 
@@ -209,7 +224,7 @@ def group_values(sums: Tensor, counts: Tensor, uncovered: Tensor, mask_value: fl
 
 
 def broadcast(table: Tensor, ids: Tensor) -> Tensor:
-    """``B x C x H x W``: each pixel gets ``table[b, :, ids[b, y, x]]`` (one ``gather``)."""
+    """``B x C x H x W``: each pixel gets ``table[b, :, ids[b, y, x]]`` (one ``gather``; ``ids`` int64)."""
     batch, channels = table.shape[:2]
-    index = ids.reshape(batch, 1, -1).long().expand(batch, channels, -1)
+    index = ids.reshape(batch, 1, -1).expand(batch, channels, -1)
     return table.gather(2, index).view(batch, channels, *ids.shape[1:])
