@@ -358,10 +358,17 @@ def test_label_maps_of_any_integer_dtype_give_the_same_output(dtype, path):
 # ------------------------------------------------------------------------------------- the inference kernels
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script:FutureWarning")  # torch's forward-AD decompositions
-def test_inference_runs_the_kernels_and_autograd_the_torch_ops(monkeypatch):
+@pytest.fixture
+def kernel_calls(monkeypatch) -> list[int]:
+    """One entry per forward that took the kernels."""
     calls = []
     monkeypatch.setattr(pooling, "load_kernels", lambda: calls.append(1) or kernels)
+    return calls
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script:FutureWarning")  # torch's forward-AD decompositions
+def test_inference_runs_the_kernels_and_autograd_the_torch_ops(kernel_calls):
+    calls = kernel_calls
     module, labels, image = prior(), random_labels([4], 8, 8, "dense", 0), torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         module(image, {"masks": labels})
@@ -391,9 +398,8 @@ class Traced(torch.nn.Module):
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit.trace:FutureWarning")
-def test_tracing_records_the_torch_ops_not_the_kernels(monkeypatch):
-    calls = []
-    monkeypatch.setattr(pooling, "load_kernels", lambda: calls.append(1) or kernels)
+def test_tracing_records_the_torch_ops_not_the_kernels(kernel_calls):
+    calls = kernel_calls
     labels, image = random_labels([4], 8, 8, "dense", 0), torch.rand(1, 3, 8, 8)
     module = Traced(prior().requires_grad_(False))
     with torch.no_grad():
