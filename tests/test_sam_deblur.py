@@ -148,7 +148,10 @@ def test_dropout_pools_exactly_floor_p_m_groups_per_sample(groups, fraction, mod
     dropped = []
     for b, values in enumerate(groups_of(labels)):
         # groups whose pixels did not get their own mean took the pooled one (with one dropped group the two agree)
-        took = {v for v in values if not torch.allclose(out[b][:, labels[b] == v], kept[b][:, labels[b] == v])}
+        # (at the tolerance of the final check: the paths sum in different orders, and a mean near 0 differs by ~1e-7)
+        where = [labels[b] == v for v in values]
+        own = [torch.allclose(out[b][:, w], kept[b][:, w], rtol=1e-5, atol=1e-6) for w in where]
+        took = {v for v, same in zip(values, own, strict=True) if not same}
         expected = int(fraction * len(values))  # the official int(p * M)
         assert len(took) == (expected if expected >= 2 else 0)
         pooled_values = {tuple(out[b][:, labels[b] == v][:, 0].tolist()) for v in took}
