@@ -439,32 +439,85 @@ def test_a_channels_last_image_gives_the_same_output():
         torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-7)  # oneDNN rounds channels_last differently
 
 
-@pytest.mark.parametrize("size", [(1, 1), (1, 6), (5, 1), (2, 2), (9, 17)])
+@pytest.mark.parametrize("size", [(1, 1), (1, 6), (5, 1), (2, 2), (9, 17), (4, 70), (13, 45)])
 @pytest.mark.parametrize("channels", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_project_and_sum_is_the_convolution_summed_per_group(size, channels, dtype):
+    # random ids change below almost everywhere (width 45 and 70: long stretches, the vectorised convolution);
+    # blocks of 3 x 11 change every third row where two blocks differ (stretches of 11 to 70 columns)
     generator = torch.Generator().manual_seed(sum(size) + channels)
     image = torch.rand(2, 3, *size, generator=generator, dtype=dtype)
     weight = torch.randn(channels, 3, 3, 3, generator=generator, dtype=dtype)
-    ids = torch.randint(0, 5, (2, *size), generator=generator)
-    sums, counts, narrow = kernels.project_and_sum(image, ids, 5, weight)
-    features = F.conv2d(image, weight, padding=1).double().flatten(2)
-    expected = torch.zeros(2, channels, 5, dtype=torch.float64)
-    expected.scatter_add_(2, ids.flatten(1)[:, None].expand(-1, channels, -1), features)
-    torch.testing.assert_close(sums, expected, rtol=1e-5, atol=1e-5)
-    assert torch.equal(counts, torch.stack([torch.bincount(sample.flatten(), minlength=5) for sample in ids]))
-    assert narrow.dtype == torch.uint8 and torch.equal(narrow.long(), ids)
-    table = torch.rand(2, channels, 5, dtype=dtype, generator=generator)
-    assert torch.equal(kernels.broadcast(table, narrow), pooling.broadcast(table, ids))
+    height, width = size
+    blocks = torch.randint(0, 5, (2, -(-height // 3), -(-width // 11)), generator=generator)
+    for ids in (
+        torch.randint(0, 5, (2, *size), generator=generator),
+        blocks.repeat_interleave(3, 1).repeat_interleave(11, 2)[:, :height, :width],
+    ):
+        sums, counts, narrow = kernels.project_and_sum(image, ids, weight, groups=5)
+        groups = counts.shape[1]  # 5, or 8 where the ids' bitwise OR is 7 (3 | 4, say): groups 5 to 7 stay empty
+        features = F.conv2d(image.double(), weight.double(), padding=1).flatten(2)
+        expected = torch.zeros(2, channels, groups, dtype=torch.float64)
+        expected.scatter_add_(2, ids.flatten(1)[:, None].expand(-1, channels, -1), features)
+        torch.testing.assert_close(sums, expected, rtol=1e-12, atol=1e-12)  # float64 prefix sums: no float32 step
+        assert groups in (5, 8) and torch.equal(
+            counts, torch.stack([sample.flatten().bincount(minlength=groups) for sample in ids])
+        )
+        assert narrow.dtype == torch.uint8 and torch.equal(narrow.long(), ids)
+        table = torch.rand(2, channels, groups, dtype=dtype, generator=generator)
+        assert torch.equal(kernels.broadcast(table, narrow), pooling.broadcast(table, ids))
 
 
-@pytest.mark.parametrize(("groups", "dtype"), [(256, torch.uint8), (257, torch.int16), (40000, torch.int32)])
-def test_the_broadcast_reads_the_narrowest_ids_that_hold_the_groups(groups, dtype):
-    ids = torch.arange(groups).view(1, 1, -1)
-    _, counts, narrow = kernels.project_and_sum(torch.rand(1, 3, 1, groups), ids, groups, torch.rand(2, 3, 3, 3))
-    assert (
-        narrow.dtype == dtype and torch.equal(narrow.long(), ids) and torch.equal(counts, torch.ones(1, groups).long())
-    )
+@pytest.mark.parametrize("segment", ["felzenszwalb", "slic", "noise"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_map_on_a_real_photo_and_its_segmentations_equals_the_definition(segment, dtype):
+    # regions with irregular boundaries (runs of every length, both ways of summing them), and per-pixel noise
+    from skimage import data, segmentation
+
+    photo = data.astronaut()[::4, ::4]  # 128 x 128 x 3 uint8
+    if segment == "felzenszwalb":
+        labels = segmentation.felzenszwalb(photo, scale=100, sigma=0.8, min_size=20)
+    elif segment == "slic":
+        labels = segmentation.slic(photo, n_segments=60, start_label=0)
+    else:
+        labels = torch.randint(0, 50, photo.shape[:2], generator=torch.Generator().manual_seed(0)).numpy()
+    labels = torch.from_numpy(labels.astype("int64"))[None]
+    image = torch.from_numpy(photo).permute(2, 0, 1)[None].to(dtype) / 255
+    module = prior(seg_channels=2).to(dtype)
+    with torch.no_grad():
+        expected = definition(module.project(image), labels)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(pooled(module, image, labels, "kernels"), expected, rtol=tolerance, atol=tolerance / 10)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_project_and_sum_declines_an_image_with_a_nan_or_inf_pixel(value):
+    # through the column sums it would reach every group below it: MAP pools such an image with torch ops instead
+    image, ids = torch.rand(2, 3, 6, 40), torch.randint(0, 4, (2, 6, 40))
+    assert kernels.project_and_sum(image, ids, torch.rand(2, 3, 3, 3)) is not None
+    image[1, 2, 3, 17] = value
+    assert kernels.project_and_sum(image, ids, torch.rand(2, 3, 3, 3)) is None
+
+
+@pytest.mark.parametrize(
+    ("top", "groups", "dtype"), [(255, 256, torch.uint8), (256, 512, torch.int16), (40000, 65536, torch.int32)]
+)
+def test_the_tables_grow_with_the_labels_and_the_broadcast_reads_the_narrowest_ids(top, groups, dtype):
+    # labels as they are, largest last: the tables grow to a power of two above them as the rows come
+    labels = torch.zeros(1, 200, 400, dtype=torch.long)
+    labels[0, -1, -3:] = torch.tensor([1, top // 2, top])
+    sums, counts, narrow = kernels.project_and_sum(torch.rand(1, 3, 200, 400), labels, torch.rand(2, 3, 3, 3))
+    assert sums.shape == (1, 2, groups) and counts.shape == (1, groups) and counts[0, top] == 1
+    assert narrow.dtype == dtype and torch.equal(narrow.long(), labels)
+
+
+@pytest.mark.parametrize("labels", [[[[0, 3, -1]]], [[[0, 1, 7]]]])
+def test_project_and_sum_declines_negative_labels_and_labels_wider_than_the_image(labels):
+    # a 1 x 3 image holds labels up to 2 as they are (bitwise OR up to 3); group_ids compacts the others
+    labels = torch.tensor(labels)
+    assert kernels.project_and_sum(torch.rand(1, 3, 1, 3), labels, torch.rand(2, 3, 3, 3)) is None
+    compact, groups = group_ids(labels)
+    assert kernels.project_and_sum(torch.rand(1, 3, 1, 3), compact, torch.rand(2, 3, 3, 3), groups) is not None
 
 
 def test_nan_and_inf_pixels_reach_their_group_alike_on_both_paths():
