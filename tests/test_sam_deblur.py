@@ -448,15 +448,16 @@ def test_project_and_sum_is_the_convolution_summed_per_group(size, channels, dty
     generator = torch.Generator().manual_seed(sum(size) + channels)
     image = torch.rand(2, 3, *size, generator=generator, dtype=dtype)
     weight = torch.randn(channels, 3, 3, 3, generator=generator, dtype=dtype)
+    bias = torch.randn(channels, generator=generator, dtype=dtype)
     height, width = size
     blocks = torch.randint(0, 5, (2, -(-height // 3), -(-width // 11)), generator=generator)
     for ids in (
         torch.randint(0, 5, (2, *size), generator=generator),
         blocks.repeat_interleave(3, 1).repeat_interleave(11, 2)[:, :height, :width],
     ):
-        sums, counts, narrow = kernels.project_and_sum(image, ids, weight, groups=5)
+        sums, counts, narrow = kernels.project_and_sum(image, ids, weight, bias, groups=5)
         groups = counts.shape[1]  # 5, or 8 where the ids' bitwise OR is 7 (3 | 4, say): groups 5 to 7 stay empty
-        features = F.conv2d(image.double(), weight.double(), padding=1).flatten(2)
+        features = F.conv2d(image.double(), weight.double(), bias.double(), padding=1).flatten(2)
         expected = torch.zeros(2, channels, groups, dtype=torch.float64)
         expected.scatter_add_(2, ids.flatten(1)[:, None].expand(-1, channels, -1), features)
         torch.testing.assert_close(sums, expected, rtol=1e-12, atol=1e-12)  # float64 prefix sums: no float32 step
@@ -494,9 +495,9 @@ def test_map_on_a_real_photo_and_its_segmentations_equals_the_definition(segment
 def test_project_and_sum_declines_an_image_with_a_nan_or_inf_pixel(value):
     # through the column sums it would reach every group below it: MAP pools such an image with torch ops instead
     image, ids = torch.rand(2, 3, 6, 40), torch.randint(0, 4, (2, 6, 40))
-    assert kernels.project_and_sum(image, ids, torch.rand(2, 3, 3, 3)) is not None
+    assert kernels.project_and_sum(image, ids, torch.rand(2, 3, 3, 3), torch.rand(2)) is not None
     image[1, 2, 3, 17] = value
-    assert kernels.project_and_sum(image, ids, torch.rand(2, 3, 3, 3)) is None
+    assert kernels.project_and_sum(image, ids, torch.rand(2, 3, 3, 3), torch.rand(2)) is None
 
 
 @pytest.mark.parametrize(
@@ -506,7 +507,9 @@ def test_the_tables_grow_with_the_labels_and_the_broadcast_reads_the_narrowest_i
     # labels as they are, largest last: the tables grow to a power of two above them as the rows come
     labels = torch.zeros(1, 200, 400, dtype=torch.long)
     labels[0, -1, -3:] = torch.tensor([1, top // 2, top])
-    sums, counts, narrow = kernels.project_and_sum(torch.rand(1, 3, 200, 400), labels, torch.rand(2, 3, 3, 3))
+    sums, counts, narrow = kernels.project_and_sum(
+        torch.rand(1, 3, 200, 400), labels, torch.rand(2, 3, 3, 3), torch.rand(2)
+    )
     assert sums.shape == (1, 2, groups) and counts.shape == (1, groups) and counts[0, top] == 1
     assert narrow.dtype == dtype and torch.equal(narrow.long(), labels)
 
@@ -515,9 +518,12 @@ def test_the_tables_grow_with_the_labels_and_the_broadcast_reads_the_narrowest_i
 def test_project_and_sum_declines_negative_labels_and_labels_wider_than_the_image(labels):
     # a 1 x 3 image holds labels up to 2 as they are (bitwise OR up to 3); group_ids compacts the others
     labels = torch.tensor(labels)
-    assert kernels.project_and_sum(torch.rand(1, 3, 1, 3), labels, torch.rand(2, 3, 3, 3)) is None
+    assert kernels.project_and_sum(torch.rand(1, 3, 1, 3), labels, torch.rand(2, 3, 3, 3), torch.rand(2)) is None
     compact, groups = group_ids(labels)
-    assert kernels.project_and_sum(torch.rand(1, 3, 1, 3), compact, torch.rand(2, 3, 3, 3), groups) is not None
+    assert (
+        kernels.project_and_sum(torch.rand(1, 3, 1, 3), compact, torch.rand(2, 3, 3, 3), torch.rand(2), groups)
+        is not None
+    )
 
 
 def test_nan_and_inf_pixels_reach_their_group_alike_on_both_paths():

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from numba import njit
 from torch import Tensor
 
@@ -158,8 +159,8 @@ DONE, NOT_FINITE, WIDE_IDS = 0, 1, 2
 
 
 @njit(**_JIT)
-def _project_and_sum(image, ids, weight, groups, narrow):  # pragma: no cover - compiled
-    """The projection summed over each group and the group sizes: ``(sums, counts, outcome)``.
+def _project_and_sum(image, ids, weight, bias, groups, narrow):  # pragma: no cover - compiled
+    """The projection (with ``bias``) summed over each group and the group sizes: ``(sums, counts, outcome)``.
 
     ``sums`` is ``B x C x G`` float64 and ``counts`` ``B x G``, with G >= ``groups`` grown, a row at a time, to a power
     of two above the bitwise OR of the ids seen (>= their largest), so the ids need no pass before this one.
@@ -241,6 +242,9 @@ def _project_and_sum(image, ids, weight, groups, narrow):  # pragma: no cover - 
             for x in range(1, width + 1):
                 if not np.isfinite(last[ci, x]):
                     return sums, counts, NOT_FINITE
+        for c in range(channels):  # the bias, once per pixel of each group
+            for g in range(sums.shape[2]):
+                sums[b, c, g] += np.float64(bias[c]) * counts[b, g]
     return sums, counts, DONE
 
 
@@ -270,15 +274,16 @@ def _broadcast(table, ids, out):  # pragma: no cover - compiled
 
 
 def project_and_sum(
-    image: Tensor, ids: Tensor, weight: Tensor, groups: int = 1
+    image: Tensor, ids: Tensor, weight: Tensor, bias: Tensor, groups: int = 1
 ) -> tuple[Tensor, Tensor, Tensor] | None:
-    """Per-group sums of ``conv2d(image, weight, padding=1)`` (no bias) and group sizes, in one pass.
+    """Per-group sums of ``conv2d(image, weight, bias, padding=1)`` and group sizes, in one pass.
 
     Args:
         image: ``B x 3 x H x W`` float32 or float64, on the CPU.
         ids: ``B x H x W`` group ids, any integer dtype: labels as they are (the tables then grow to hold them, with
             no pass over them before), or the compact ids of ``group_ids``.
         weight: ``C x 3 x 3 x 3``, the image's dtype.
+        bias: ``C``.
         groups: the least number of groups in the tables.
 
     Returns:
@@ -291,7 +296,8 @@ def project_and_sum(
     channels = weight.shape[0]
     paired = torch.cat([weight, weight.new_zeros(channels % 2, *weight.shape[1:])])  # an even number of channels
     narrow = np.empty(ids.shape, _narrowest(groups))
-    sums, counts, outcome = _project_and_sum(_array(image), _array(ids), _array(paired), groups, narrow)
+    arrays = _array(image), _array(ids), _array(paired), _array(F.pad(bias, (0, channels % 2)))
+    sums, counts, outcome = _project_and_sum(*arrays, groups, narrow)
     if outcome != DONE:
         return None
     if narrow.dtype != _narrowest(counts.shape[1]):  # the tables grew past the copy's dtype: it is truncated

@@ -100,7 +100,7 @@ class MaskAveragePooling(Prior):
         kernels = load_kernels() if self._suits_kernels(image) else None
         weight, bias = self.composed_weights()
         # labels as they are: the kernels size their tables as they read them, without a pass for the label range
-        pooled = kernels.project_and_sum(image, labels, weight) if kernels and not self.release_compat else None
+        pooled = kernels.project_and_sum(image, labels, weight, bias) if kernels and not self.release_compat else None
         groups = pooled[1].shape[1] if pooled else 0
         if not pooled:  # negative or wide labels, release_compat, the ops, or NaN or inf pixels (None once more)
             ids, groups = group_ids(labels)
@@ -108,19 +108,21 @@ class MaskAveragePooling(Prior):
                 image = pad_to_multiple(image, RELEASE_PAD)
                 ids = F.pad(ids.long(), (0, image.shape[-1] - width, 0, image.shape[-2] - height), value=groups)
             total = groups + 1 if self.release_compat else groups
-            pooled = kernels.project_and_sum(image, ids, weight, total) if kernels else None
+            pooled = kernels.project_and_sum(image, ids, weight, bias, total) if kernels else None
         if pooled:  # one pass: the projection never reaches memory (kernels.py)
             sums, counts, ids = pooled
-            sums += bias.to(sums.dtype)[:, None] * counts[:, None]  # the bias, summed over each group
         else:
             ids = ids.long()  # the ops index with int64
             features = F.conv2d(image, weight, bias, padding=1)
             counts = group_sizes(ids, total)
             sums = segment_sums(features, ids, total)
-        uncovered = torch.zeros_like(counts, dtype=torch.bool)
-        uncovered[:, groups:] = True
-        if self.training and self.dropout > 0:
-            uncovered[:, :groups] = drop_groups(counts[:, :groups] > 0, self.dropout)
+        uncovered = None  # no group pools its pixels with others'
+        dropout = self.training and self.dropout > 0
+        if self.release_compat or dropout:
+            uncovered = torch.zeros_like(counts, dtype=torch.bool)
+            uncovered[:, groups:] = True  # release_compat's padding
+            if dropout:
+                uncovered[:, :groups] = drop_groups(counts[:, :groups] > 0, self.dropout)
         mask_value = RELEASE_MASK_VALUE if self.release_compat else None
         table = group_values(sums, counts.to(sums.dtype), uncovered, mask_value).to(image.dtype)
         out = kernels.broadcast(table, ids) if pooled else broadcast(table, ids)
@@ -208,14 +210,16 @@ def segment_sums(features: Tensor, ids: Tensor, groups: int) -> Tensor:
     return features.new_zeros(batch, channels, groups).scatter_add_(2, index, features.reshape(batch, channels, -1))
 
 
-def group_values(sums: Tensor, counts: Tensor, uncovered: Tensor, mask_value: float | None = None) -> Tensor:
+def group_values(sums: Tensor, counts: Tensor, uncovered: Tensor | None, mask_value: float | None = None) -> Tensor:
     """``B x C x groups``: the value MAP gives the pixels of each group, from its sums and sizes.
 
     ``sums`` (``B x C x groups``) and ``counts`` (``B x groups``) are each group's feature sums and pixels; the
     groups marked in ``uncovered`` (``B x groups``) all get one pooled mean per sample and channel.
     ``mask_value`` None: the plain definition (masks of value 1); a float: the official ``mask_average`` with
-    masks of that value, epsilons included.
+    masks of that value, epsilons included. ``uncovered`` None: no group marked, with the plain definition.
     """
+    if uncovered is None:  # each group its own mean
+        return sums / counts.clamp_min(1)[:, None]
     if mask_value is None:
         weight = uncovered.to(sums.dtype)  # pixels in the pooled mean
         pooled = (sums * weight[:, None]).sum(2) / (counts * weight).sum(1).clamp_min(1)[:, None]
