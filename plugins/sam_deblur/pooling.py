@@ -97,25 +97,7 @@ class MaskAveragePooling(Prior):
                 f"masks must be an integer label map {(batch, height, width)}, got {labels.dtype} {tuple(labels.shape)}"
             )
         labels = labels.to(torch.uint8) if labels.dtype == torch.bool else labels
-        kernels = load_kernels() if self._suits_kernels(image) else None
-        weight, bias = self.composed_weights()
-        # labels as they are: the kernels size their tables as they read them, without a pass for the label range
-        pooled = kernels.project_and_sum(image, labels, weight, bias) if kernels and not self.release_compat else None
-        groups = pooled[1].shape[1] if pooled else 0
-        if not pooled:  # negative or wide labels, release_compat, the ops, or NaN or inf pixels (None once more)
-            ids, groups = group_ids(labels)
-            if self.release_compat:  # pad as SegNAFNet.check_image_size; padded pixels form one more, uncovered group
-                image = pad_to_multiple(image, RELEASE_PAD)
-                ids = F.pad(ids.long(), (0, image.shape[-1] - width, 0, image.shape[-2] - height), value=groups)
-            total = groups + 1 if self.release_compat else groups
-            pooled = kernels.project_and_sum(image, ids, weight, bias, total) if kernels else None
-        if pooled:  # one pass: the projection never reaches memory (kernels.py)
-            sums, counts, ids = pooled
-        else:
-            ids = ids.long()  # the ops index with int64
-            features = F.conv2d(image, weight, bias, padding=1)
-            counts = group_sizes(ids, total)
-            sums = segment_sums(features, ids, total)
+        sums, counts, ids, groups, kernels = self._group_sums(image, labels)
         uncovered = None  # no group pools its pixels with others'
         dropout = self.training and self.dropout > 0
         if self.release_compat or dropout:
@@ -125,8 +107,30 @@ class MaskAveragePooling(Prior):
                 uncovered[:, :groups] = drop_groups(counts[:, :groups] > 0, self.dropout)
         mask_value = RELEASE_MASK_VALUE if self.release_compat else None
         table = group_values(sums, counts.to(sums.dtype), uncovered, mask_value).to(image.dtype)
-        out = kernels.broadcast(table, ids) if pooled else broadcast(table, ids)
+        out = kernels.broadcast(table, ids) if kernels else broadcast(table, ids)
         return PriorOutput(channels=out[..., :height, :width])
+
+    def _group_sums(self, image: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, int, ModuleType | None]:
+        """Each group's sum of the projection and its size, the ids to broadcast with, the number of label groups
+        (release_compat's padding group comes after them), and the kernels if they did the work."""
+        kernels = load_kernels() if self._suits_kernels(image) else None
+        weight, bias = self.composed_weights()
+        if kernels and not self.release_compat:  # the labels as they are: no pass over them for their range
+            pooled = kernels.project_and_sum(image, labels, weight, bias)
+            if pooled:
+                return *pooled, pooled[1].shape[1], kernels
+        ids, groups = group_ids(labels)  # compact ids: negative or wide labels, release_compat, the torch ops
+        height, width = image.shape[-2:]
+        if self.release_compat:  # pad as SegNAFNet.check_image_size; padded pixels form one more, uncovered group
+            image = pad_to_multiple(image, RELEASE_PAD)
+            ids = F.pad(ids.long(), (0, image.shape[-1] - width, 0, image.shape[-2] - height), value=groups)
+        total = groups + 1 if self.release_compat else groups
+        pooled = kernels.project_and_sum(image, ids, weight, bias, total) if kernels else None
+        if pooled:
+            return *pooled, groups, kernels
+        ids = ids.long()  # the torch ops (also for NaN or inf pixels, which the kernels decline) index with int64
+        features = F.conv2d(image, weight, bias, padding=1)
+        return segment_sums(features, ids, total), group_sizes(ids, total), ids, groups, None
 
     def _suits_kernels(self, image: Tensor) -> bool:
         """Whether the numba kernels can run: CPU float inference without autograd, outside tracing and compiling."""
