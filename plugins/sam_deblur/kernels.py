@@ -101,8 +101,9 @@ def _run_sum(rows, taps, c, start, stop):  # pragma: no cover - compiled
 
 
 @njit(**_INLINE)
-def _add_row(rows, weights, labels, sign, height, b, tables, values):  # pragma: no cover - compiled
-    """Every pixel of a row adds ``sign`` times T to its group, and ``sign * height`` to its group's size."""
+def _add_row(rows, weights, labels, sign, depth, b, tables, values):  # pragma: no cover - compiled
+    """Every pixel of a row adds ``sign`` times T to its group, and ``sign * depth`` to its group's size (T at row y
+    sums the projection of ``depth = y + 1`` rows)."""
     (weight, _), (sums, counts), width = weights, tables, labels.shape[0]
     for c in range(0, weight.shape[0], 2):
         _convolve(rows, weight, c, 0, width, values)
@@ -113,7 +114,7 @@ def _add_row(rows, weights, labels, sign, height, b, tables, values):  # pragma:
                 sums[b, c, group] += sign * run_first
                 sums[b, c + 1, group] += sign * run_second
                 if c == 0:
-                    counts[b, group] += sign * height * (x - start)
+                    counts[b, group] += sign * depth * (x - start)
                 if x == width:
                     break
                 group, start = labels[x], x
@@ -123,8 +124,9 @@ def _add_row(rows, weights, labels, sign, height, b, tables, values):  # pragma:
 
 
 @njit(**_INLINE)
-def _add_marked(rows, weights, labels, below, marked, start, stop, height, b, tables, values):  # pragma: no cover
-    """The marked pixels in columns [start, stop) add T to their group and subtract it from the group below."""
+def _add_marked(rows, weights, labels, below, marked, start, stop, depth, b, tables, values):  # pragma: no cover
+    """The marked pixels of row y in columns [start, stop) add T to their group and subtract it from the group below
+    (and ``depth = y + 1`` to and from the sizes)."""
     (weight, taps), (sums, counts) = weights, tables
     dense = stop - start >= DENSE_WORDS * WORD
     for c in range(0, weight.shape[0], 2):
@@ -142,8 +144,8 @@ def _add_marked(rows, weights, labels, below, marked, start, stop, height, b, ta
                 sums[b, c, other] -= run_first
                 sums[b, c + 1, other] -= run_second
                 if c == 0:
-                    counts[b, group] += height * (x - first)
-                    counts[b, other] -= height * (x - first)
+                    counts[b, group] += depth * (x - first)
+                    counts[b, other] -= depth * (x - first)
                 first = -1
             if x < stop and marked[x]:
                 if first < 0:
@@ -210,7 +212,7 @@ def _project_and_sum(image, ids, weight, bias, groups, narrow):  # pragma: no co
             red, green, blue = image[b, 0, y + 1], image[b, 1, y + 1], image[b, 2, y + 1]
             red_sum, green_sum, blue_sum = bottom[0, 1:], bottom[1, 1:], bottom[2, 1:]
             red_above, green_above, blue_above = middle[0, 1:], middle[1, 1:], middle[2, 1:]
-            for x in range(width):  # one loop for all (measured: 15% faster than five): vectorised
+            for x in range(width):  # one loop for all five arrays (measured: about 12% faster than four loops)
                 red_sum[x] = red_above[x] + red[x]
                 green_sum[x] = green_above[x] + green[x]
                 blue_sum[x] = blue_above[x] + blue[x]
