@@ -495,9 +495,27 @@ def test_map_on_a_real_photo_and_its_segmentations_equals_the_definition(segment
 def test_project_and_sum_declines_an_image_with_a_nan_or_inf_pixel(value):
     # through the column sums it would reach every group below it: MAP pools such an image with torch ops instead
     image, ids = torch.rand(2, 3, 6, 40), torch.randint(0, 4, (2, 6, 40))
-    assert kernels.project_and_sum(image, ids, torch.rand(2, 3, 3, 3), torch.rand(2)) is not None
+    assert isinstance(kernels.project_and_sum(image, ids, torch.rand(2, 3, 3, 3), torch.rand(2)), tuple)
     image[1, 2, 3, 17] = value
-    assert kernels.project_and_sum(image, ids, torch.rand(2, 3, 3, 3), torch.rand(2)) is None
+    declined = kernels.project_and_sum(image, ids, torch.rand(2, 3, 3, 3), torch.rand(2))
+    assert declined is kernels.Declined.NOT_FINITE
+
+
+def test_map_tries_the_kernels_once_on_an_image_with_a_nan_pixel_and_twice_on_labels_it_must_compact(monkeypatch):
+    calls, project_and_sum = [], kernels.project_and_sum
+
+    def counted(*args):
+        calls.append(project_and_sum(*args))
+        return calls[-1]
+
+    monkeypatch.setattr(kernels, "project_and_sum", counted)
+    image, labels = torch.rand(1, 3, 6, 8), torch.randint(0, 4, (1, 6, 8))
+    image[0, 1, 2, 3] = float("nan")
+    assert pooled(prior(), image, labels, "kernels")[0, :, 2, 3].isnan().all()
+    assert calls == [kernels.Declined.NOT_FINITE]  # the compacted ids would not make the pixel finite
+    calls.clear()
+    out = pooled(prior(), image.nan_to_num(), labels - 1, "kernels")  # a negative label
+    assert calls[0] is kernels.Declined.WIDE_IDS and isinstance(calls[1], tuple) and out.isfinite().all()
 
 
 @pytest.mark.parametrize(
@@ -518,12 +536,11 @@ def test_the_tables_grow_with_the_labels_and_the_broadcast_reads_the_narrowest_i
 def test_project_and_sum_declines_negative_labels_and_labels_wider_than_the_image(labels):
     # a 1 x 3 image holds labels up to 2 as they are (bitwise OR up to 3); group_ids compacts the others
     labels = torch.tensor(labels)
-    assert kernels.project_and_sum(torch.rand(1, 3, 1, 3), labels, torch.rand(2, 3, 3, 3), torch.rand(2)) is None
+    declined = kernels.project_and_sum(torch.rand(1, 3, 1, 3), labels, torch.rand(2, 3, 3, 3), torch.rand(2))
+    assert declined is kernels.Declined.WIDE_IDS
     compact, groups = group_ids(labels)
-    assert (
-        kernels.project_and_sum(torch.rand(1, 3, 1, 3), compact, torch.rand(2, 3, 3, 3), torch.rand(2), groups)
-        is not None
-    )
+    pooled = kernels.project_and_sum(torch.rand(1, 3, 1, 3), compact, torch.rand(2, 3, 3, 3), torch.rand(2), groups)
+    assert isinstance(pooled, tuple)
 
 
 def test_nan_and_inf_pixels_reach_their_group_alike_on_both_paths():

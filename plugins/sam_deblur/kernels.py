@@ -12,18 +12,19 @@ Per row the kernel adds the next image row to three prefix rows (float64: for im
 are exact), marks the pixels whose label changes below, and sums T over each run of marked pixels with the same
 labels above and below: from nine run sums of the prefix rows and the taps that reach past the run's ends, or, along
 stretches of 32 or more marked columns, with a vectorised convolution of the prefix rows. The features are never
-written out. The cost is in the marked pixels: at 1280x720 (one thread) 2.5 ms for 8x8 blocks and 1.6 ms for one
-label, against 3.5 and 3.8 ms for the projection at every pixel, but 11.6 against 5.1 ms for a new label at every
-pixel (noise, not a segmentation).
+written out. The cost is in the marked pixels: on segmentations 0.4x to 0.8x the time of the projection at every
+pixel, on label noise (a new label at every pixel: not a segmentation) up to 2.4x (``benchmarks/README.md``).
 
 The kernel reads labels as they are: its tables grow, a row at a time, to a power of two above the bitwise OR of the
-labels seen (no pass over the labels before its own). It declines (``project_and_sum`` returns None) negative labels
-or labels as wide as the image, which ``group_ids`` compacts first, and images with a NaN or inf pixel, which the
-prefix sums would carry to every group below it: MAP pools those with torch ops. The kernels are single-threaded
+labels seen (no pass over the labels before its own). It declines (``project_and_sum`` says why) negative labels or
+labels as wide as the image, which ``group_ids`` compacts first, and images with a NaN or inf pixel, which the prefix
+sums would carry to every group below it: MAP pools those with torch ops. The kernels are single-threaded
 (``nogil``: other threads run meanwhile).
 """
 
 from __future__ import annotations
+
+import enum
 
 import numpy as np
 import torch
@@ -156,8 +157,17 @@ def _add_marked(rows, weights, labels, below, marked, start, stop, depth, b, tab
                     run_second += values[1, x]
 
 
-#: ``_project_and_sum``'s outcomes
-DONE, NOT_FINITE, WIDE_IDS = 0, 1, 2
+class Declined(enum.Enum):
+    """Why :func:`project_and_sum` gave no sums."""
+
+    #: a pixel is NaN or inf, which the column sums would carry to every group below it: pool with torch ops
+    NOT_FINITE = 1
+    #: an id is negative, or too wide for tables the size of the image: compact the ids, then call again
+    WIDE_IDS = 2
+
+
+#: ``_project_and_sum``'s outcomes (numba returns them as ints)
+DONE, NOT_FINITE, WIDE_IDS = 0, Declined.NOT_FINITE.value, Declined.WIDE_IDS.value
 
 
 @njit(**_JIT)
@@ -198,8 +208,7 @@ def _project_and_sum(image, ids, weight, bias, groups, narrow):  # pragma: no co
             bits |= labels[x]
         if bits < 0 or bits >= limit:
             return sums, counts, WIDE_IDS
-        if bits >= sums.shape[2]:
-            sums, counts = _grow(sums, counts, bits)
+        sums, counts = _grown(sums, counts, bits)
         for ci in range(3):
             source, target = image[b, ci, 0], prefix[0, ci, 1:]
             for x in range(width):
@@ -221,8 +230,7 @@ def _project_and_sum(image, ids, weight, bias, groups, narrow):  # pragma: no co
                 bits |= below[x]
             if bits < 0 or bits >= limit:
                 return sums, counts, WIDE_IDS
-            if bits >= sums.shape[2]:
-                sums, counts = _grow(sums, counts, bits)
+            sums, counts = _grown(sums, counts, bits)
             k = 0
             while k < words.shape[0]:  # stretches of words with a mark
                 if words[k] == 0:
@@ -250,9 +258,12 @@ def _project_and_sum(image, ids, weight, bias, groups, narrow):  # pragma: no co
     return sums, counts, DONE
 
 
-@njit(**_JIT)
-def _grow(sums, counts, bits):  # pragma: no cover - compiled
-    """``sums`` and ``counts`` copied into tables of the smallest power of two of groups above ``bits``."""
+@njit(**_INLINE)
+def _grown(sums, counts, bits):  # pragma: no cover - compiled
+    """``sums`` and ``counts`` as they are if they hold id ``bits``, else copied into tables of the smallest power
+    of two of groups above it."""
+    if bits < sums.shape[2]:
+        return sums, counts
     groups = 1
     while groups <= bits:
         groups *= 2
@@ -277,7 +288,7 @@ def _broadcast(table, ids, out):  # pragma: no cover - compiled
 
 def project_and_sum(
     image: Tensor, ids: Tensor, weight: Tensor, bias: Tensor, groups: int = 1
-) -> tuple[Tensor, Tensor, Tensor] | None:
+) -> tuple[Tensor, Tensor, Tensor] | Declined:
     """Per-group sums of ``conv2d(image, weight, bias, padding=1)`` and group sizes, in one pass.
 
     Args:
@@ -292,8 +303,9 @@ def project_and_sum(
         ``sums`` (``B x C x G``, float64), ``counts`` (``B x G``, int64) with G >= ``groups`` (a power of two above the
         bitwise OR of the ids if that is larger; groups without pixels are empty), and ``ids`` in the smallest of
         uint8, int16, int32 and int64 that holds G (for :func:`broadcast`: 7 bytes per pixel less to read than
-        int64 ids, when they fit uint8). None if the image has a NaN or inf pixel, or an id is negative or its
-        bitwise OR with the others reaches ``max(2 * groups, H * W)`` (compact the ids first).
+        int64 ids, when they fit uint8). Or why there are none: ``Declined.NOT_FINITE`` if the image has a NaN or
+        inf pixel, ``Declined.WIDE_IDS`` if an id is negative or its bitwise OR with the others reaches
+        ``max(2 * groups, H * W)``.
     """
     channels = weight.shape[0]
     paired = torch.cat([weight, weight.new_zeros(channels % 2, *weight.shape[1:])])  # an even number of channels
@@ -301,7 +313,7 @@ def project_and_sum(
     arrays = _array(image), _array(ids), _array(paired), _array(F.pad(bias, (0, channels % 2)))
     sums, counts, outcome = _project_and_sum(*arrays, groups, narrow)
     if outcome != DONE:
-        return None
+        return Declined(outcome)
     if narrow.dtype != _narrowest(counts.shape[1]):  # the tables grew past the copy's dtype: it is truncated
         narrow = _array(ids).astype(_narrowest(counts.shape[1]))
     return torch.from_numpy(sums[:, :channels]), torch.from_numpy(counts), torch.from_numpy(narrow)

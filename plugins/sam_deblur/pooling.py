@@ -117,8 +117,10 @@ class MaskAveragePooling(Prior):
         weight, bias = self.composed_weights()
         if kernels and not self.release_compat:  # the labels as they are: no pass over them for their range
             pooled = kernels.project_and_sum(image, labels, weight, bias)
-            if pooled:
+            if isinstance(pooled, tuple):
                 return *pooled, pooled[1].shape[1], kernels
+            if pooled is kernels.Declined.NOT_FINITE:
+                kernels = None
         ids, groups = group_ids(labels)  # compact ids: negative or wide labels, release_compat, the torch ops
         height, width = image.shape[-2:]
         if self.release_compat:  # pad as SegNAFNet.check_image_size; padded pixels form one more, uncovered group
@@ -126,7 +128,7 @@ class MaskAveragePooling(Prior):
             ids = F.pad(ids.long(), (0, image.shape[-1] - width, 0, image.shape[-2] - height), value=groups)
         total = groups + 1 if self.release_compat else groups
         pooled = kernels.project_and_sum(image, ids, weight, bias, total) if kernels else None
-        if pooled:
+        if isinstance(pooled, tuple):  # compact ids always fit: the kernels decline only NaN or inf pixels here
             return *pooled, groups, kernels
         ids = ids.long()  # the torch ops (also for NaN or inf pixels, which the kernels decline) index with int64
         features = F.conv2d(image, weight, bias, padding=1)
