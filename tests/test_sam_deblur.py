@@ -243,6 +243,40 @@ def test_masks_must_be_an_integer_label_map_of_the_image_size():
         module(torch.rand(1, 3, 4, 4), {"masks": torch.zeros(1, 4, 4)})
 
 
+@pytest.mark.parametrize("shape", [(1, 3, 4, 0), (1, 3, 0, 5), (1, 1, 4, 4), (1, 4, 4, 4)])
+@pytest.mark.parametrize("path", PATHS)
+def test_map_refuses_an_empty_image_or_one_without_three_channels(shape, path):
+    # the kernels index without bounds checks: such an image would read past its arrays there
+    labels = torch.zeros(shape[0], *shape[2:], dtype=torch.long)
+    with pytest.raises(ValueError, match=r"sam_map: expects a non-empty B x 3 x H x W image"):
+        pooled(prior(), torch.rand(shape), labels, path)
+    with pytest.raises(ValueError, match=r"project_and_sum: needs a B x 3 x H x W image"):
+        kernels.project_and_sum(torch.rand(shape), labels, torch.rand(2, 3, 3, 3), torch.rand(2))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64, torch.int8])
+def test_map_takes_labels_of_every_integer_dtype_alike_on_both_paths(dtype):
+    labels = random_labels([5, 9], 7, 12, "dense", 3).to(dtype)
+    image, module = torch.rand(2, 3, 7, 12), prior()
+    with torch.no_grad():
+        expected = definition(module.project(image), labels.long())
+    for path in PATHS:
+        torch.testing.assert_close(pooled(module, image, labels, path), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_drops_the_same_groups_on_both_paths_for_one_seed():
+    # labels 3 to 13: the kernels' tables hold ids 0 to 15 as they are, the ops' 11 ids shifted by 3
+    labels = random_labels([11, 11], 8, 9, "dense", 5) + 3
+    image, module = torch.rand(2, 3, 8, 9), prior(dropout=0.5).train()
+    outputs = []
+    for path in PATHS:
+        torch.manual_seed(7)
+        outputs.append(pooled(module, image, labels, path))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+    torch.manual_seed(8)
+    assert not torch.allclose(pooled(module, image, labels, "kernels"), outputs[0], rtol=1e-5, atol=1e-6)
+
+
 # -------------------------------------------------------------------------------- release: the official formula
 
 

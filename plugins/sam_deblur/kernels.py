@@ -8,12 +8,14 @@ differs from the one below adds T to its own group and subtracts it from the gro
 groups, and row 0 subtracts T(-1). T is needed at those pixels only: one in eight in 8x8 blocks, about one in 35 on
 Felzenszwalb or SLIC label maps of photos.
 
-Per row the kernel adds the next image row to three prefix rows (float64: for images in [0, 1] or [0, 255] the sums
-are exact), marks the pixels whose label changes below, and sums T over each run of marked pixels with the same
-labels above and below: from nine run sums of the prefix rows and the taps that reach past the run's ends, or, along
-stretches of 32 or more marked columns, with a vectorised convolution of the prefix rows. The features are never
-written out. The cost is in the marked pixels: on segmentations 0.4x to 0.8x the time of the projection at every
-pixel, on label noise (a new label at every pixel: not a segmentation) up to 2.4x (``benchmarks/README.md``).
+Per row the kernel adds the next image row to three prefix rows, marks the pixels whose label changes below, and
+sums T over each run of marked pixels with the same labels above and below: from nine run sums of the prefix rows and
+the taps that reach past the run's ends, or, along stretches of 32 or more marked columns, with a vectorised
+convolution of the prefix rows. The features are never written out. The prefix sums are float64, exact for images in
+[0, 1] or [0, 255]; a column that mixes magnitudes far apart (1e17 and 1, say) loses the small values below the
+large one, as its sums round at 1e-16 of it. The cost is in the marked pixels: on segmentations 0.4x to 0.8x the
+time of the projection at every pixel, on label noise (a new label at every pixel: not a segmentation) up to 2.4x
+(``benchmarks/README.md``).
 
 The kernel reads labels as they are: its tables grow, a row at a time, to a power of two above the bitwise OR of the
 labels seen (no pass over the labels before its own). It declines (``project_and_sum`` says why) negative labels or
@@ -293,8 +295,8 @@ def project_and_sum(
 
     Args:
         image: ``B x 3 x H x W`` float32 or float64, on the CPU.
-        ids: ``B x H x W`` group ids, any integer dtype: labels as they are (the tables then grow to hold them, with
-            no pass over them before), or the compact ids of ``group_ids``.
+        ids: ``B x H x W`` group ids, any integer dtype but uint64: labels as they are (the tables then grow to hold
+            them, with no pass over them before), or the compact ids of ``group_ids``.
         weight: ``C x 3 x 3 x 3``, the image's dtype.
         bias: ``C``.
         groups: the least number of groups in the tables.
@@ -307,6 +309,13 @@ def project_and_sum(
         inf pixel, ``Declined.WIDE_IDS`` if an id is negative or its bitwise OR with the others reaches
         ``max(2 * groups, H * W)``.
     """
+    batch, planes, height, width = image.shape
+    if planes != 3 or not height or not width or ids.shape != (batch, height, width) or weight.shape[1:] != (3, 3, 3):
+        # the kernels index without bounds checks: a wrong shape would read or write past the arrays
+        raise ValueError(
+            "project_and_sum: needs a B x 3 x H x W image with H, W >= 1, B x H x W ids and a C x 3 x 3 x 3 weight, "
+            f"got {tuple(image.shape)}, {tuple(ids.shape)} and {tuple(weight.shape)}"
+        )
     channels = weight.shape[0]
     paired = torch.cat([weight, weight.new_zeros(channels % 2, *weight.shape[1:])])  # an even number of channels
     narrow = np.empty(ids.shape, _narrowest(groups))

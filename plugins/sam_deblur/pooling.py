@@ -91,12 +91,17 @@ class MaskAveragePooling(Prior):
 
     def forward(self, image: Tensor, aux: Mapping[str, Tensor]) -> PriorOutput:
         labels = aux["masks"]
-        batch, _, height, width = image.shape
+        batch, channels, height, width = image.shape
+        if channels != 3 or not image.numel():
+            raise ValueError(f"sam_map: expects a non-empty B x 3 x H x W image, got {tuple(image.shape)}")
         if labels.shape != (batch, height, width) or labels.is_floating_point():
             raise ValueError(
                 f"masks must be an integer label map {(batch, height, width)}, got {labels.dtype} {tuple(labels.shape)}"
             )
-        labels = labels.to(torch.uint8) if labels.dtype == torch.bool else labels
+        if labels.dtype == torch.bool:
+            labels = labels.to(torch.uint8)
+        elif labels.dtype in (torch.uint16, torch.uint32, torch.uint64):  # torch has no aminmax for them
+            labels = labels.long()  # uint64 labels past 2**63 wrap to negative ones: still one id per label
         sums, counts, ids, groups, kernels = self._group_sums(image, labels)
         uncovered = None  # no group pools its pixels with others'
         dropout = self.training and self.dropout > 0
@@ -192,10 +197,14 @@ def drop_groups(present: Tensor, fraction: float) -> Tensor:
     """Choose exactly ``floor(fraction * M_b)`` of the ``M_b`` present groups of each sample, uniformly.
 
     Vectorised ``torch.randperm(M_b)[:K_b]``: the ranks of iid uniform keys are a uniform random permutation.
+    The k-th present group of a sample gets the k-th key, so the groups dropped depend on the present groups'
+    order only, not on how wide the table is (the kernels' tables grow to a power of two; the ops' do not).
     """
-    count = present.sum(1, dtype=torch.float64)
-    drop = torch.floor(count * fraction).long()  # float64, as the official int(p * M) in Python
-    keys = torch.rand(present.shape, device=present.device).masked_fill(~present, 2.0)  # absent groups rank last
+    count = present.sum(1)
+    drop = torch.floor(count.double() * fraction).long()  # float64, as the official int(p * M) in Python
+    keys = torch.rand(present.shape[0], max(int(count.max()), 1), device=present.device)
+    order = (present.cumsum(1) - 1).clamp_min(0)  # each present group's place among its sample's present groups
+    keys = keys.gather(1, order).masked_fill(~present, 2.0)  # absent groups rank last
     rank = keys.argsort(1).argsort(1)
     return present & (rank < drop[:, None])
 
