@@ -573,8 +573,8 @@ def test_project_and_sum_declines_negative_labels_and_labels_wider_than_the_imag
     declined = kernels.project_and_sum(torch.rand(1, 3, 1, 3), labels, torch.rand(2, 3, 3, 3), torch.rand(2))
     assert declined is kernels.Declined.WIDE_IDS
     compact, groups = group_ids(labels)
-    pooled = kernels.project_and_sum(torch.rand(1, 3, 1, 3), compact, torch.rand(2, 3, 3, 3), torch.rand(2), groups)
-    assert isinstance(pooled, tuple)
+    summed = kernels.project_and_sum(torch.rand(1, 3, 1, 3), compact, torch.rand(2, 3, 3, 3), torch.rand(2), groups)
+    assert isinstance(summed, tuple)
 
 
 def test_nan_and_inf_pixels_reach_their_group_alike_on_both_paths():
