@@ -52,6 +52,7 @@ _LAZY = {
     "Metric": "deblurstack.contracts",
     "MaskSource": "deblurstack.contracts",
     "Synthesizer": "deblurstack.contracts",
+    "Stochastic": "deblurstack.contracts",
     "Guidance": "deblurstack.contracts",
     "pad_to_multiple": "deblurstack.contracts",
     "image_residual": "deblurstack.contracts",

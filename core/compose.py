@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +38,12 @@ from typing import Any
 
 from deblurstack.config import Config, config_from_dict, load_config
 from deblurstack.errors import CheckpointError, ConfigError, DeblurstackError, did_you_mean
-from deblurstack.params import Signature, read_signature
+from deblurstack.params import Signature, read_signature, references
 from deblurstack.records import IMAGE_CHANNELS, KINDS, ComponentRecord
 from deblurstack.registry import Component, PluginManager, get_plugin_manager
 
+#: a run's name is a folder name under the runs folder, never a path
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: ``vars`` holds free values for ``${vars...}`` interpolation (paths, sizes); nothing reads it directly
 SECTIONS = ("name", "seed", "vars", "stack", "data", "metrics", "train")
 STACK_KEYS = ("translator", "priors", "backbone", "losses", "checkpoint")
@@ -208,6 +211,13 @@ class ResolvedConfig:
             )
         return self.trainer.build()
 
+    def nodes(self) -> list[ResolvedNode]:
+        """Every resolved node: the stack's, the datasets' and their mask sources', metrics, trainer."""
+        nodes = [node for _, node in self.model_nodes()] + self.losses + self.metrics
+        for dataset in self.datasets.values():
+            nodes += [dataset, *dataset.aux.values()]
+        return nodes + ([self.trainer] if self.trainer else [])
+
     def model_nodes(self) -> list[tuple[str, ResolvedNode]]:
         nodes = [("translator", self.translator)] if self.translator else []
         nodes += [(f"priors.{i}", node) for i, node in enumerate(self.priors)]
@@ -295,8 +305,10 @@ class _Resolver:
                 self.problem(
                     str(key), f"unknown section{did_you_mean(str(key), SECTIONS)} (sections: {', '.join(SECTIONS)})"
                 )
-        if "name" in data and not isinstance(data["name"], str):
-            self.problem("name", f"must be a string, got {data['name']!r}")
+        if "name" in data and not (isinstance(data["name"], str) and RUN_NAME.fullmatch(data["name"])):
+            self.problem(
+                "name", f"must be a run name (letters, digits, '.', '_', '-'; not a path), got {data['name']!r}"
+            )
         if "seed" in data and (isinstance(data["seed"], bool) or not isinstance(data["seed"], int)):
             self.problem("seed", f"must be an integer, got {data['seed']!r}")
         self.resolve_stack(data.get("stack"), resolved)
@@ -305,6 +317,8 @@ class _Resolver:
         if data.get("train") is not None:
             resolved.trainer = self.node("trainer", data["train"], "train")
         self.check_aux_inputs(resolved)
+        self.check_references(resolved)
+        self.check_training(resolved)
         if self.problems:
             raise ConfigError(self.problems)
         resolved.data = self.explicit(resolved)
@@ -477,6 +491,46 @@ class _Resolver:
                         f"input {name!r}, which dataset {dataset.type!r} does not provide; add "
                         f"data.{split}.aux.{name} with a mask source{hint}",
                     )
+
+    def check_references(self, resolved: ResolvedConfig) -> None:
+        """Parameters hinted as :data:`~deblurstack.params.SplitName` or ``MetricName`` must name a split or
+        metric of this config (a metric that reports several numbers has columns ``<name>_<number>``)."""
+        splits, metrics = list(resolved.datasets), _unique_names(resolved.metrics)
+        known = {
+            "split": (lambda name: name in splits, f"data splits: {', '.join(splits) or 'none'}"),
+            "metric": (
+                lambda name: any(name == m or name.startswith(f"{m}_") for m in metrics),
+                f"metrics: {', '.join(metrics) or 'none'}",
+            ),
+        }
+        for node in resolved.nodes():
+            for name, value in node.params.items():
+                parameter = node.signature.parameters.get(name) if node.signature else None
+                for reference in references(parameter.annotation) if parameter else ():
+                    exists, listing = known[reference.to]
+                    for item in value if isinstance(value, (list, tuple)) else [value]:
+                        if isinstance(item, str) and not exists(item):
+                            self.problem(
+                                f"{node.keypath}.{name}",
+                                f"names no {reference.to} of this config{did_you_mean(item, splits + metrics)}: "
+                                f"{item!r} ({listing})",
+                            )
+
+    def check_training(self, resolved: ResolvedConfig) -> None:
+        """A trainer that minimises the stack's losses needs one; frozen parts need weights to load."""
+        trainer = resolved.trainer
+        if trainer is not None and trainer.record.trains_stack_losses and not resolved.losses:
+            self.problem(
+                "stack.losses",
+                f"is empty, but trainer {trainer.type!r} minimises the stack's losses: add one, e.g. [{{type: l1}}]",
+            )
+        for _, node in resolved.model_nodes():
+            if node.options.get("frozen") is True and not node.options.get("checkpoint") and not resolved.checkpoint:
+                self.problem(
+                    f"{node.keypath}.frozen",
+                    f"a frozen {node.record.kind} learns nothing from random weights: "
+                    f"set {node.keypath}.checkpoint (or stack.checkpoint)",
+                )
 
     def explicit(self, resolved: ResolvedConfig) -> dict[str, Any]:
         """The configuration with every parameter written out (what a run folder records)."""

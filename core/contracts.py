@@ -151,6 +151,41 @@ class Synthesizer:
         raise NotImplementedError
 
 
+class Stochastic:
+    """Mixin for a component that draws random numbers in training (mask dropout, noise, blur made on the fly).
+
+    Draw from :attr:`generator`, never from torch's global generator: ``torch.rand(..., generator=self.generator)``.
+    It is a CPU generator, so draw on the CPU and move the result (the draws are then the same on every device).
+    Trainers seed the generator of every such module in the stack from the run's seed, the process rank and the
+    module's name in the stack, and save and restore its state with every checkpoint
+    (``deblurstack.engine.checkpoints.seed_generators``, ``rng_state``, ``restore_rng_state``), so a resumed run
+    draws exactly what an uninterrupted one would, whatever else draws from the global generator.
+
+    Example::
+
+        import torch
+        from deblurstack import Prior, PriorOutput, Stochastic
+
+        class NoisyLuma(Stochastic, Prior):
+            out_channels = 1
+
+            def forward(self, image, aux):
+                luma = image.mean(1, keepdim=True)
+                if self.training:
+                    noise = torch.randn(luma.shape, generator=self.generator).to(luma.device)
+                    luma = luma + 0.01 * noise
+                return PriorOutput(channels=luma)
+    """
+
+    @property
+    def generator(self) -> torch.Generator:
+        """This module's own CPU generator (seeded with 0 until a trainer seeds it)."""
+        generator = self.__dict__.get("_generator")
+        if generator is None:  # created on first use: a mixin has no __init__ of its own to chain
+            generator = self.__dict__["_generator"] = torch.Generator().manual_seed(0)
+        return generator
+
+
 def pad_to_multiple(image: Tensor, multiple: int, mode: str = "constant") -> Tensor:
     """Pad ``image`` on the right and bottom so that H and W are multiples of ``multiple``.
 
@@ -182,6 +217,7 @@ __all__ = [
     "Metric",
     "Prior",
     "PriorOutput",
+    "Stochastic",
     "Synthesizer",
     "Translator",
     "image_residual",

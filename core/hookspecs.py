@@ -167,12 +167,43 @@ def deblurstack_trainers() -> Sequence[TrainerRecord]:
 
     :return: a list of :class:`~deblurstack.records.TrainerRecord`.
 
+    The record's factory takes the ``train:`` section's parameters and returns an object with
+    ``fit(job: TrainingJob) -> None`` (``deblurstack.engine.training``). ``fit`` trains ``job.stack`` for the
+    configured steps, calls the lifecycle hooks below, validates, writes checkpoints that resume the run
+    bit-identically (weights, every optimizer, every random state) and resumes from ``job.resume_from``.
+    Build it on :class:`deblurstack.engine.loop.TrainingLoop`, which does all of that around your own step;
+    subclass :class:`~deblurstack.engine.loop.LoopOptions` for its YAML options (``iterations``, ``val_every``,
+    ``save_every``, ``ema_decay``, ...).
+
     Example::
+
+        from dataclasses import dataclass
+
+        import torch
+        from deblurstack import TrainerRecord, hookimpl
+        from deblurstack.engine.loop import LoopOptions, TrainingLoop
+        from deblurstack.engine.training import LossStep, TrainingJob
+
+        @dataclass(kw_only=True)
+        class PlainTrainer(LoopOptions):
+            batch_size: int = 4
+            lr: float = 1e-3
+
+            def fit(self, job: TrainingJob) -> None:
+                optimizer = torch.optim.Adam(job.stack.parameters(), lr=self.lr)
+                loss_of = LossStep(job.stack)
+                with TrainingLoop(job, self, state={"optimizer": optimizer}) as loop:
+                    for batch in loop.batches(job.dataset("train"), self.batch_size):
+                        total, terms = loss_of(batch)
+                        loop.check_finite(total, terms)
+                        optimizer.zero_grad()
+                        total.backward()
+                        optimizer.step()
+                        loop.step_done({"loss": total.item()})
 
         @hookimpl
         def deblurstack_trainers():
-            return [TrainerRecord(name="gan", factory="my_pkg.train:GanTrainer",
-                                  summary="One D step, then one G step")]
+            return [TrainerRecord(name="plain", factory=PlainTrainer, summary="Adam on the stack's losses")]
     """
 
 

@@ -3,18 +3,105 @@
 The signature is the schema: YAML keys must be parameter names, values must match the type
 hints (checked by pydantic in strict mode, so ``"16"`` is not an int and ``1`` is not a bool;
 YAML lists are accepted for tuples), and parameters without a default are required.
+
+Value constraints are declared once, in the hints, and ``deblurstack config check`` enforces them for every
+component, third-party ones included::
+
+    from typing import Annotated, Literal
+    from pydantic import Field
+    from deblurstack.params import ExistingFolder, SplitName
+
+    def my_backbone(width: Annotated[int, Field(ge=1, le=1024)] = 32,
+                    act: Literal["relu", "gelu"] = "relu",
+                    lr: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-3,
+                    data: ExistingFolder = "data",          # a folder that must exist
+                    known_split: SplitName = "known"): ...  # must name a data split of the config
+
+:data:`SplitName` and :data:`MetricName` are cross-references, checked against the config's ``data``
+splits and ``metrics`` columns.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 EMPTY = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Hint metadata: the value names a data split (``"split"``) or a metric column (``"metric"``) of the config."""
+
+    to: str
+
+
+def _existing(kind: str) -> Callable[[str], str]:
+    def check(path: str) -> str:
+        exists = Path(path).is_dir() if kind == "folder" else Path(path).is_file()
+        if not exists:
+            raise ValueError(f"no such {kind}: {path}")
+        return path
+
+    return check
+
+
+#: a data split of the same config (``val``, ``test``, ...)
+SplitName = Annotated[str, Reference("split")]
+#: a metric column of the same config (``psnr``, ``ssim_1``, ``mcr_rate`` ...)
+MetricName = Annotated[str, Reference("metric")]
+#: a path to a folder that exists when the config is checked
+ExistingFolder = Annotated[str, AfterValidator(_existing("folder"))]
+#: a path to a file that exists when the config is checked
+ExistingFile = Annotated[str, AfterValidator(_existing("file"))]
+
+
+def type_text(annotation: Any) -> str:
+    """A hint as users read it: ``int >= 1``, ``float in (0, 1]``, ``str (a split of this config)``, ``int | None``."""
+    if typing.get_origin(annotation) is Annotated:
+        text, bounds, notes = type_text(annotation.__origin__), {}, []
+        for meta in annotation.__metadata__:
+            for item in [meta, *getattr(meta, "metadata", ())]:  # pydantic's Field keeps its bounds in .metadata
+                bounds.update({k: getattr(item, k) for k in ("ge", "gt", "le", "lt") if getattr(item, k, None) is not None})
+                if getattr(item, "allow_inf_nan", None) is False:
+                    notes.append("finite")
+            if isinstance(meta, Reference):
+                notes.append(f"a {meta.to} of this config")
+            if getattr(getattr(meta, "func", None), "__qualname__", "").startswith("_existing"):
+                notes.append("must exist")
+        low = ("[", bounds["ge"]) if "ge" in bounds else ("(", bounds["gt"]) if "gt" in bounds else None
+        high = (bounds["le"], "]") if "le" in bounds else (bounds["lt"], ")") if "lt" in bounds else None
+        if low and high:
+            text += f" in {low[0]}{low[1]}, {high[0]}{high[1]}"
+        elif low:
+            text += f" {'>=' if low[0] == '[' else '>'} {low[1]}"
+        elif high:
+            text += f" {'<=' if high[1] == ']' else '<'} {high[0]}"
+        return text + (f" ({', '.join(notes)})" if notes else "")
+    if isinstance(annotation, type):
+        return annotation.__name__
+    arguments = typing.get_args(annotation)
+    if arguments and (typing.get_origin(annotation) in (typing.Union, types.UnionType)):
+        return " | ".join("None" if a is type(None) else type_text(a) for a in arguments)
+    if arguments and typing.get_origin(annotation) in (tuple, list):
+        name = typing.get_origin(annotation).__name__
+        return f"{name}[{', '.join('...' if a is Ellipsis else type_text(a) for a in arguments)}]"
+    return str(annotation).replace("typing.", "")
+
+
+def references(annotation: Any) -> list[Reference]:
+    """The :class:`Reference` markers in a hint, also inside ``X | None``, lists and tuples."""
+    found = [m for m in getattr(annotation, "__metadata__", ()) if isinstance(m, Reference)]
+    return found + [r for arg in typing.get_args(annotation) for r in references(arg)]
 
 
 @dataclass(frozen=True)
@@ -32,11 +119,7 @@ class Parameter:
 
     @property
     def type_text(self) -> str:
-        if self.annotation is EMPTY:
-            return "any"
-        if isinstance(self.annotation, type):
-            return self.annotation.__name__
-        return str(self.annotation).replace("typing.", "")
+        return "any" if self.annotation is EMPTY else type_text(self.annotation)
 
     def check(self, value: Any) -> tuple[Any, str | None]:
         """``(validated value, None)`` or ``(value, problem)``."""
@@ -52,15 +135,17 @@ class Parameter:
             return adapter.validate_python(value, strict=True), None
         except ValidationError as error:
             first = error.errors()[0]
-        try:  # YAML has no tuples: accept a list where the hint says tuple
-            return adapter.validate_python(_tuples(value), strict=True), None
-        except ValidationError:
-            pass
-        message = first["msg"][0].lower() + first["msg"][1:]
+        if _tuples(value) != value or type(_tuples(value)) is not type(value):
+            try:  # YAML has no tuples: accept a list where the hint says tuple
+                return adapter.validate_python(_tuples(value), strict=True), None
+            except ValidationError as error:  # the problem with the list read as a tuple says more
+                first = error.errors()[0]
         where = "".join(f"[{part}]" for part in first["loc"])
-        if where:
-            message += f" at {where}"
-        return value, f"{message} (expected {self.type_text}, got {value!r})"
+        where = f" at {where}" if where else ""
+        if first["type"] == "value_error":  # a validator's own words (no such folder: ...) say it all
+            return value, f"{first['ctx']['error']}{where}"
+        message = first["msg"][0].lower() + first["msg"][1:]
+        return value, f"{message}{where} (expected {self.type_text}, got {value!r})"
 
 
 @dataclass(frozen=True)
@@ -77,6 +162,8 @@ def read_signature(factory: Callable[..., Any]) -> Signature:
     if _is_library_catch_all(target):  # e.g. a module without its own __init__: nn.Module(*args, **kwargs)
         return Signature({})
     hints = _type_hints(target)
+    if dataclasses.is_dataclass(factory):  # inherited fields' hints resolve in the module of the class defining them
+        hints.update(_type_hints(factory))
     docs = _parameter_docs(factory)
     parameters, is_open = {}, False
     for name, param in inspect.signature(factory).parameters.items():
@@ -94,14 +181,14 @@ def _is_library_catch_all(function: Callable[..., Any]) -> bool:
 def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:
     """Resolved hints; one that cannot be resolved (a TYPE_CHECKING-only name) is left out alone."""
     try:
-        return typing.get_type_hints(function)
+        return typing.get_type_hints(function, include_extras=True)  # keep Annotated constraints
     except Exception:
         pass
     hints = {}
     for name, annotation in getattr(function, "__annotations__", {}).items():
         probe = type("Probe", (), {"__annotations__": {name: annotation}, "__module__": function.__module__})
         try:
-            hints.update(typing.get_type_hints(probe, globalns=getattr(function, "__globals__", None)))
+            hints.update(typing.get_type_hints(probe, getattr(function, "__globals__", None), include_extras=True))
         except Exception:
             continue
     return hints
@@ -140,3 +227,16 @@ def _tuples(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _tuples(v) for k, v in value.items()}
     return value
+
+
+__all__ = [
+    "ExistingFile",
+    "ExistingFolder",
+    "MetricName",
+    "Parameter",
+    "Reference",
+    "Signature",
+    "SplitName",
+    "read_signature",
+    "references",
+]

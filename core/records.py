@@ -223,10 +223,16 @@ class MaskSourceRecord(ComponentRecord):
 
 @dataclass(frozen=True, kw_only=True)
 class TrainerRecord(ComponentRecord):
-    """A training schedule (supervised, alternating, adversarial) that drives a stack."""
+    """A training schedule (supervised, alternating, adversarial) that drives a stack.
+
+    Attributes:
+        trains_stack_losses: the trainer minimises the stack's ``losses``, so a config needs at least one.
+    """
 
     kind: ClassVar[str] = "trainer"
     hook: ClassVar[str] = "deblurstack_trainers"
+
+    trains_stack_losses: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

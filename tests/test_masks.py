@@ -127,7 +127,7 @@ def config_with_masks(root, **source):
                 "aux": {"masks": {"type": "counting_blocks", "cache": str(root / "cache"), **source}},
             }
         },
-        "train": {"type": "supervised", "iterations": 6, "batch_size": 2, "log_every": 0},
+        "train": {"type": "supervised", "iterations": 6, "batch_size": 2, "log_every": 1000},
     }
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import csv
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -144,40 +146,92 @@ def test_tensorboard_logging_writes_scalars_and_images(tmp_path, pairs):
     assert tags["images"] == ["val/chelsea_0"]
 
 
-def test_a_resumed_run_killed_with_sigkill_ends_bit_identical(tmp_path, pairs):
-    config = write_config(
-        tmp_path / "tiny.yaml",
-        pairs,
-        iterations=300,
-        save_every=40,
-        val_every=150,
-        keep_last=10,
-        num_workers=2,
-        ema_decay=0.99,
-        deterministic=True,
-        log_every=0,
-    )
+#: A plugin that kills its own process with SIGKILL at a chosen moment (``DEBLURSTACK_KILL=moment:step``):
+#: ``step`` after that training step, ``validation`` after that step's validation (before its checkpoint),
+#: ``save`` halfway through writing that step's checkpoint.
+KILLER = '''
+import os, signal
+import torch
+from deblurstack import hookimpl
+
+MOMENT, _, STEP = os.environ.get("DEBLURSTACK_KILL", ":0").partition(":")
+STEP = int(STEP)
+_save = torch.save
+
+def _die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def _partial_save(obj, file, *args, **kwargs):
+    if MOMENT == "save" and isinstance(obj, dict) and obj.get("step") == STEP:
+        _save(obj, file, *args, **kwargs)
+        file.truncate(file.tell() // 2)
+        file.flush()
+        _die()
+    return _save(obj, file, *args, **kwargs)
+
+torch.save = _partial_save
+
+@hookimpl
+def deblurstack_train_step_end(run, logs):
+    if MOMENT == "step" and run.step == STEP:
+        _die()
+
+@hookimpl
+def deblurstack_validation_end(run, metrics, samples):
+    if MOMENT == "validation" and run.step == STEP:
+        _die()
+'''
+
+
+def test_a_run_with_a_stochastic_prior_killed_three_times_resumes_bit_identical(tmp_path, pairs, installed):
+    """SIGKILL mid-way between checkpoints, between a validation and its checkpoint, and during a checkpoint
+    write; each time resumed: every tensor of the final checkpoint (weights, EMA, optimizer, random states) and
+    every metrics row equal those of an uninterrupted run, and no temporary file is left behind."""
+    config = write_config(tmp_path / "map.yaml", pairs, iterations=60, save_every=20, val_every=20,
+                          keep_last=10, num_workers=2, ema_decay=0.9, deterministic=True, log_every=1000)
+    data = yaml.safe_load(config.read_text())
+    data["stack"]["priors"] = [{"type": "sam_map.dropout"}]
+    data["stack"]["backbone"] = {"type": "nafnet", "width": 8, "enc_blk_nums": [1], "middle_blk_num": 1,
+                                 "dec_blk_nums": [1]}
+    for split in ("train", "val"):
+        data["data"][split]["aux"] = {"masks": {"type": "felzenszwalb", "scale": 20.0, "min_size": 20}}
+    config.write_text(yaml.safe_dump(data))
+    site = installed("deblurstack-killer", {"killer": KILLER}, {"killer": "killer"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "deblurstack", "train", str(config)]
-    subprocess.run([*command, "--runs-dir", str(tmp_path / "whole")], check=True, capture_output=True)
-    killed = subprocess.Popen(
-        [*command, "--runs-dir", str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    checkpoints = tmp_path / "killed" / "tiny" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while not (checkpoints / "step_00000080.pth").exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert killed.returncode == -signal.SIGKILL
-    assert not (checkpoints / "step_00000300.pth").exists()
-    subprocess.run([*command, "--runs-dir", str(tmp_path / "killed"), "--resume"], check=True, capture_output=True)
-    whole = load_training_state(tmp_path / "whole" / "tiny" / "checkpoints" / "step_00000300.pth")
-    resumed = load_training_state(checkpoints / "step_00000300.pth")
-    for key in ("params", "params_ema"):
-        assert whole[key].keys() == resumed[key].keys()
-        assert all(torch.equal(whole[key][k], resumed[key][k]) for k in whole[key]), key
-    assert whole["optimizer"]["state"][0]["exp_avg"].equal(resumed["optimizer"]["state"][0]["exp_avg"])
-    assert list((tmp_path / "killed" / "tiny").glob("environment_resumed_*.yaml"))
+
+    def train(folder: str, *extra: str, kill: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([*command, "--runs-dir", str(tmp_path / folder), *extra], capture_output=True,
+                              text=True, env={**env, "DEBLURSTACK_KILL": kill}, timeout=300)
+
+    assert train("whole").returncode == 0
+    run = tmp_path / "killed" / "tiny"
+    for kill in ("step:25", "validation:40", "save:60"):
+        died = train("killed", *(["--resume"] if (run / "checkpoints").exists() else []), kill=kill)
+        assert died.returncode == -signal.SIGKILL, died.stderr
+    assert list(run.glob("checkpoints/.*.tmp")), "the killed write left no temporary file to clean"
+    resumed = train("killed", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not list(run.glob("checkpoints/.*.tmp"))
+    whole = load_training_state(tmp_path / "whole" / "tiny" / "checkpoints" / "step_00000060.pth")
+    final = load_training_state(run / "checkpoints" / "step_00000060.pth")
+    different = [key for key, a, b in _tensors(whole, final) if not torch.equal(a, b)]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
+    assert (run / "metrics.csv").read_text() == (tmp_path / "whole" / "tiny" / "metrics.csv").read_text()
+
+
+def _tensors(a: object, b: object, key: str = "") -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Pairs of corresponding tensors in two nested checkpoints (which must have the same structure)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), key
+        return [t for k in a for t in _tensors(a[k], b[k], f"{key}.{k}")]
+    if isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), key
+        return [t for i, (x, y) in enumerate(zip(a, b)) for t in _tensors(x, y, f"{key}[{i}]")]
+    if isinstance(a, torch.Tensor):
+        return [(key, a, b)]
+    assert a == b, key
+    return []
 
 
 @pytest.mark.usefixtures("test_components")
@@ -302,7 +356,7 @@ def test_tiled_inference_matches_whole_image_inference(trained):
 
 
 def test_distributed_training_on_two_processes_matches_one_process(tmp_path, pairs):
-    config = write_config(tmp_path / "tiny.yaml", pairs, iterations=8, val_every=4, save_every=8, log_every=0)
+    config = write_config(tmp_path / "tiny.yaml", pairs, iterations=8, val_every=4, save_every=8, log_every=1000)
     norm = "stack.backbone.norm=none"  # batch norm statistics differ across per-process batches by design
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
@@ -395,3 +449,32 @@ def test_evaluation_without_weights_is_an_error_and_config_weights_are_used(tmp_
     overrides = [f"stack.checkpoint={tmp_path / 'weights.pth'}"]
     assert main(["test", str(config), *overrides, "--out", str(tmp_path / "r")]) == 0
     assert f"weights: stack.checkpoint {tmp_path / 'weights.pth'}" in (tmp_path / "r" / "summary.md").read_text()
+
+
+def test_the_trainer_example_of_the_hook_specs_trains_and_resumes_exactly(tmp_path, pairs, installed):
+    """The example of ``deblurstack_trainers``, installed as a third-party package: a trainer built on
+    TrainingLoop gets checkpoints, validation, metrics and an exact resume without a loop of its own."""
+    from deblurstack import hookspecs
+
+    example = hookspecs.deblurstack_trainers.__doc__.split("Example::\n")[1]
+    site = installed("deblurstack-plain", {"plain_trainer": textwrap.dedent(example)}, {"plain": "plain_trainer"})
+    config = write_config(tmp_path / "plain.yaml", pairs, keep_last=5)
+    data = yaml.safe_load(config.read_text())
+    data["train"] = {"type": "plain", "iterations": 4, "save_every": 2, "keep_last": 5, "batch_size": 2}
+    config.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "deblurstack", "train", str(config)]
+    subprocess.run([*command, "--runs-dir", str(tmp_path / "whole")], check=True, capture_output=True, env=env)
+    whole = tmp_path / "whole" / "tiny"
+    assert sorted(p.name for p in (whole / "checkpoints").iterdir()) == [
+        "best.pth", "step_00000002.pth", "step_00000004.pth"
+    ]
+    with open(whole / "metrics.csv") as file:
+        assert [(r["step"], r["metric"]) for r in csv.DictReader(file)] == [("4", "psnr"), ("4", "ssim")]
+    shutil.copytree(whole, tmp_path / "cut" / "tiny")
+    for name in ("step_00000004.pth", "best.pth"):
+        (tmp_path / "cut" / "tiny" / "checkpoints" / name).unlink()
+    subprocess.run([*command, "--runs-dir", str(tmp_path / "cut"), "--resume"], check=True, capture_output=True, env=env)
+    first = load_training_state(whole / "checkpoints" / "step_00000004.pth")
+    again = load_training_state(tmp_path / "cut" / "tiny" / "checkpoints" / "step_00000004.pth")
+    assert not [key for key, a, b in _tensors(first, again) if not torch.equal(a, b)]

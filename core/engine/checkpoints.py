@@ -12,13 +12,16 @@ import os
 import random
 import re
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from deblurstack.checkpoint import save_atomic
+from deblurstack.contracts import Stochastic
 from deblurstack.errors import CheckpointError
 
 STEP_FILE = re.compile(r"step_(\d{8})\.pth")
@@ -40,6 +43,13 @@ class Checkpoints:
         for old in self.steps()[: -self.keep_last]:
             old.unlink(missing_ok=True)
         return path
+
+    def remove_partial_writes(self) -> list[Path]:
+        """Delete the temporary files of writes a killed process left unfinished; returns them."""
+        partial = sorted(self.folder.glob(".*.tmp")) if self.folder.is_dir() else []
+        for path in partial:
+            path.unlink(missing_ok=True)
+        return partial
 
     def steps(self) -> list[Path]:
         """Step checkpoints, oldest first."""
@@ -66,8 +76,29 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def rng_state() -> dict[str, Any]:
-    """Every global random state a training step may draw from."""
+def stochastic_modules(model: nn.Module) -> dict[str, Stochastic]:
+    """The modules of ``model`` that draw from generators of their own, by name (``priors.0``)."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, Stochastic)}
+
+
+def seed_generators(model: nn.Module, seed: int, rank: int = 0) -> None:
+    """Seed each :class:`~deblurstack.Stochastic` module of ``model`` from the run's seed, the rank and its name:
+    independent streams per module and process, the same in every run with this seed."""
+    for name, module in stochastic_modules(model).items():
+        key = zlib.crc32(f"{seed}/{rank}/{name}".encode())
+        module.generator.manual_seed(key)
+
+
+def seed_global_generators(seed: int) -> None:
+    """Seed torch's, numpy's and Python's global generators, so two runs with one seed draw alike everywhere."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def rng_state(model: nn.Module | None = None) -> dict[str, Any]:
+    """Every random state a training step may draw from: the global generators and those of ``model``'s
+    stochastic modules."""
     legacy = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
@@ -81,10 +112,13 @@ def rng_state() -> dict[str, Any]:
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if model is not None:
+        state["modules"] = {name: m.generator.get_state() for name, m in stochastic_modules(model).items()}
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
+def restore_rng_state(state: dict[str, Any], model: nn.Module | None = None) -> None:
+    """Undo :func:`rng_state`; ``model``'s stochastic modules get their saved generator states."""
     torch.set_rng_state(state["torch"])
     numpy = state["numpy"]
     np.random.set_state(
@@ -94,6 +128,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if model is not None:
+        saved = state.get("modules", {})
+        for name, module in stochastic_modules(model).items():
+            if name not in saved:
+                raise CheckpointError(f"the checkpoint has no random state for {name} (saved: {', '.join(saved) or 'none'})")
+            module.generator.set_state(saved[name])
 
 
 def _replace_with_link(source: Path, target: Path) -> None:

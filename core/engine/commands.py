@@ -258,13 +258,14 @@ def crop(args: argparse.Namespace) -> None:
 
 def quickstart(args: argparse.Namespace) -> None:
     """Synthesize a small dataset from the bundled photos, train a small stack, evaluate it."""
-    from deblurstack.compose import resolve_config, resolve_node
+    from deblurstack.compose import resolve_node
+    from deblurstack.config import load_config
     from deblurstack.engine.prepare import EMBEDDED, EMBEDDED_PHOTOS, synthesize
 
     config = EXAMPLES / "quickstart.yaml"
     data = Path(args.data)
     overrides = [f"vars.data={data}", *args.overrides]
-    recipe = resolve_config(config, overrides).data["vars"]
+    recipe = load_config(config, overrides).data["vars"]  # not resolved: the data folders do not exist yet
     blur = resolve_node("synthesizer", recipe["blur"], "vars.blur", source=str(config)).build()
     held_out = list(recipe["test_photos"])
     splits = {"train": [n for n in EMBEDDED_PHOTOS if n not in held_out], "test": held_out}

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import platform
 import shlex
 import subprocess
@@ -92,6 +93,20 @@ class RunFolder:
             if new:
                 writer.writerow(["step", "split", "metric", "value"])
             writer.writerows([step, split, name, f"{value:.6f}"] for name, value in values.items())
+
+
+    def drop_metrics_after(self, step: int) -> None:
+        """Remove the rows of steps after ``step`` from ``metrics.csv`` (a resumed run writes them again)."""
+        path = self.directory / "metrics.csv"
+        if not self.writable or not path.exists():
+            return
+        with open(path, newline="") as file:
+            rows = list(csv.reader(file))
+        kept = rows[:1] + [row for row in rows[1:] if int(row[0]) <= step]
+        if len(kept) < len(rows):
+            text = io.StringIO()
+            csv.writer(text).writerows(kept)
+            write_bytes_atomic(path, text.getvalue().encode())
 
 
 def code_version() -> str:

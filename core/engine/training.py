@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from deblurstack.compose import ResolvedConfig, resolve_config
 from deblurstack.data import TrainingSampler
 from deblurstack.engine import distributed as dist_utils
-from deblurstack.engine.checkpoints import Checkpoints
+from deblurstack.engine.checkpoints import Checkpoints, seed_global_generators
 from deblurstack.engine.distributed import Distributed
 from deblurstack.engine.evaluation import NamedMetric
 from deblurstack.engine.runs import RunFolder
@@ -80,7 +80,11 @@ class LossStep(nn.Module):
 def training_loader(
     dataset: Any, batch_size: int, num_workers: int, seed: int, distributed: Distributed, start_step: int = 0
 ) -> DataLoader:
-    """Endless batches; after ``start_step`` steps it continues exactly where such a run stood."""
+    """Endless batches; after ``start_step`` steps it continues exactly where such a run stood.
+
+    The loader draws its workers' base seed from a generator of its own: from torch's global one, each new
+    iterator would shift the stream that a resumed run has just restored.
+    """
     sampler = TrainingSampler(len(dataset), seed, distributed.rank, distributed.world_size, start_step * batch_size)
     return DataLoader(
         dataset,
@@ -89,6 +93,7 @@ def training_loader(
         num_workers=num_workers,
         pin_memory=distributed.device.type == "cuda",
         drop_last=True,
+        generator=torch.Generator().manual_seed(seed + start_step),
     )
 
 
@@ -116,7 +121,7 @@ def prepare_training(
     distributed = dist_utils.setup(device)
     seed = int(resolved.data.get("seed", 0))
     name = resolved.data.get("name") or Path(str(config)).stem
-    torch.manual_seed(seed)  # the same initial weights on every rank
+    seed_global_generators(seed)  # the same initial weights on every rank, and reproducible plugins
     stack = resolved.build_stack().to(distributed.device)
     manager = get_plugin_manager()
     plugins = {info.name: info.distribution for info in manager.plugin_infos()}
