@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,9 +34,13 @@ def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = " ".join(str(error).split())[:200]
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        holds = f"a {found.group(1)} object" if found else "Python objects"
         raise CheckpointError(
-            f"{path}: refused to load: it needs code execution to unpickle (weights_only=True): {reason}"
+            f"{path}: refused: the file holds {holds} besides tensors, and deblurstack only reads weights and never "
+            f"runs code from a checkpoint; if you trust the file, save its state dict once as plain tensors: "
+            f"python -c \"import torch; c = torch.load('{path}', weights_only=False); "
+            f"torch.save(c['state_dict'], 'weights.pth')\" (with the key that holds the weights)"
         ) from None
     except Exception as error:
         raise CheckpointError(f"{path}: not a readable torch checkpoint: {type(error).__name__}: {error}") from None

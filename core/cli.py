@@ -139,6 +139,7 @@ def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="dotted config override (repeatable)",
     )
+    run.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed at the end)")
     weights_arguments(run)
     run.set_defaults(overrides_by_option=True)  # its positionals are inputs: a stray KEY=VALUE is no override
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,26 +38,59 @@ class ImageError(DeblurstackError):
 
 def read_image(path: str | Path) -> np.ndarray:
     """``H x W x 3`` float32 RGB in [0, 1]; EXIF orientation applied, 16-bit precision kept,
-    grayscale repeated to three channels and alpha dropped."""
+    grayscale repeated to three channels and alpha dropped (both with a warning naming the file)."""
+    return read_image_and_depth(path)[0]
+
+
+def read_image_and_depth(path: str | Path) -> tuple[np.ndarray, int]:
+    """:func:`read_image` and the file's bit depth (8 or 16)."""
     path = Path(path)
+    image = _decode(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR, "image")
+    _warn_if_converted(path)
+    bits = 16 if image.dtype == np.uint16 else 8
+    scale = np.float32(65535.0 if bits == 16 else 255.0)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32) / scale, bits
+
+
+def _decode(path: Path, flags: int, what: str) -> np.ndarray:
+    """The decoded file, or an :class:`ImageError` naming it (unreadable, empty, truncated, too large)."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as error:
         raise ImageError(f"{path}: cannot read: {error.strerror or error}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR) if data.size else None
+    if not data.size:
+        raise ImageError(f"{path}: not a readable {what} (the file is empty)")
+    try:
+        image = cv2.imdecode(data, flags)
+    except cv2.error as error:  # e.g. a header claiming more pixels than OpenCV decodes
+        reason = "too large to decode" if "CV_IO_MAX_IMAGE_PIXELS" in str(error) else " ".join(str(error).split())
+        raise ImageError(f"{path}: not a readable {what}: {reason}") from None
     if image is None:
-        raise ImageError(f"{path}: not a readable image (empty, truncated or unknown format)")
-    scale = 65535.0 if image.dtype == np.uint16 else 255.0
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32) / np.float32(scale)
+        raise ImageError(f"{path}: not a readable {what} (truncated or unknown format)")
+    return image
+
+
+def _warn_if_converted(path: Path) -> None:
+    """Warn when a grayscale image is read as RGB or an alpha channel is dropped (read from the header only)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as header:
+            mode, bands = header.mode, header.getbands()
+    except Exception:  # a format Pillow cannot open: OpenCV read it, nothing to tell
+        return
+    if "A" in bands or mode == "PA":
+        warnings.warn(f"{path}: has an alpha channel, which is dropped", stacklevel=3)
+    elif mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F") or bands == ("L",):
+        warnings.warn(f"{path}: grayscale, read as RGB with three equal channels", stacklevel=3)
 
 
 def read_map(path: str | Path) -> np.ndarray:
     """A single-channel map (mask or label image) as stored: ``H x W``, integer dtype kept."""
     path = Path(path)
-    data = np.fromfile(path, dtype=np.uint8) if path.is_file() else np.zeros(0, np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise ImageError(f"{path}: not a readable map (missing, empty, truncated or unknown format)")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a readable map (no such file)")
+    image = _decode(path, cv2.IMREAD_UNCHANGED, "map")
     return image if image.ndim == 2 else image[..., 0]
 
 
@@ -205,7 +239,8 @@ class PairedImageDataset(Dataset):
             ``error`` raises naming the file.
         aux_sources: auxiliary input name -> mask source, a callable ``(image, pair) -> H x W array``
             run on the whole image before cropping.
-        skip_bad: an unreadable pair is reported once and replaced by the next one.
+        skip_bad: in training, an unreadable pair is reported once and replaced by the next one; in
+            evaluation (whole samples, an int index) it still raises, and the evaluation lists it as skipped.
         cache: keep decoded pairs (and auxiliary maps) in memory after their first read; for data
             that fits in RAM, it takes image decoding out of the training step.
     """
@@ -236,7 +271,8 @@ class PairedImageDataset(Dataset):
 
     def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
         index, *seed = (key,) if isinstance(key, int) else key
-        for attempt in range(len(self.pairs)):
+        attempts = len(self.pairs) if seed else 1  # only training batches take another pair in a bad one's place
+        for attempt in range(attempts):
             position = (index + attempt) % len(self.pairs)
             pair = self.pairs[position]
             try:
@@ -245,7 +281,7 @@ class PairedImageDataset(Dataset):
                     self.cache[position] = arrays  # transforms below return new arrays or views, never edit these
                 break
             except ImageError as error:
-                if not self.skip_bad:
+                if not self.skip_bad or not seed:
                     raise
                 if str(error) not in self.skipped:
                     self.skipped.append(str(error))

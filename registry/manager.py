@@ -14,7 +14,7 @@ import fnmatch
 import importlib.metadata
 import os
 import warnings
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,10 +225,21 @@ class PluginManager(pluggy.PluginManager):
         for impl in getattr(self.hook, record_type.hook).get_hookimpls():
             plugin, dist = impl.plugin_name, self.distribution_of(impl.plugin_name)
             try:
-                records = list(impl.function() or ())
+                returned = impl.function()
             except Exception as error:
                 self._report(PluginFailure(plugin, dist, f"hook {record_type.hook} raised {_describe(error)}"))
                 continue
+            if isinstance(returned, (str, bytes, Mapping, record_type)) or not (returned is None or isinstance(returned, Iterable)):
+                self._report(  # one line for the plugin, not one per character or key
+                    PluginFailure(
+                        plugin,
+                        dist,
+                        f"hook {record_type.hook} must return a list of {record_type.__name__}, "
+                        f"got {type(returned).__name__} {_short(returned)}",
+                    )
+                )
+                continue
+            records = list(returned or ())
             for record in records:
                 problems = (
                     record.problems()
@@ -291,3 +302,8 @@ def set_plugin_manager(manager: PluginManager | None) -> PluginManager | None:
     global _current
     previous, _current = _current, manager
     return previous
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import re
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -65,16 +68,9 @@ def test_exif_orientation_is_applied_and_grayscale_becomes_rgb(tmp_path):
     shown = read_image(tmp_path / "rotated.jpg")
     assert shown.shape == (40, 20, 3) and shown[:10].mean() > 0.9 and shown[-10:].mean() < 0.1
     cv2.imwrite(str(tmp_path / "gray.png"), np.full((8, 8), 128, np.uint8))
-    gray = read_image(tmp_path / "gray.png")
+    with pytest.warns(UserWarning, match="gray.png: grayscale"):
+        gray = read_image(tmp_path / "gray.png")
     assert gray.shape == (8, 8, 3) and np.allclose(gray, 128 / 255)
-
-
-@pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n truncated", b"not an image"])
-def test_unreadable_images_name_the_file(tmp_path, content):
-    path = tmp_path / "broken.png"
-    path.write_bytes(content)
-    with pytest.raises(ImageError, match=r"broken.png: not a readable image \(empty, truncated or unknown format\)"):
-        read_image(path)
 
 
 def test_pairs_match_by_name_not_by_listing_order(tmp_path):
@@ -162,15 +158,51 @@ def test_a_pair_of_different_sizes_names_both_files(tmp_path):
         dataset[0]
 
 
-def test_skip_bad_replaces_an_unreadable_pair_and_lists_it(tmp_path):
+def test_skip_bad_replaces_an_unreadable_pair_in_training_only_and_lists_it(tmp_path):
     write_pairs(tmp_path, ["a", "b"])
     (tmp_path / "input" / "a.png").write_bytes(b"truncated")
     pairs = pair_by_name(tmp_path / "input", tmp_path / "target")
     with pytest.raises(ImageError, match="a.png: not a readable image"):
-        PairedImageDataset(pairs)[0]
+        PairedImageDataset(pairs)[(0, 1, 0)]
     dataset = PairedImageDataset(pairs, skip_bad=True)
-    assert dataset[0]["name"] == "b"
+    assert dataset[(0, 1, 0)]["name"] == "b"  # a training key: the batch stays full
     assert len(dataset.skipped) == 1 and "a.png" in dataset.skipped[0]
+    with pytest.raises(ImageError, match="a.png"):  # a whole sample (evaluation): never another image instead
+        dataset[0]
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"", "the file is empty"),
+        (b"\x89PNG\r\n\x1a\n truncated", "truncated or unknown format"),
+        (b"not an image", "truncated or unknown format"),
+        ("huge", "too large to decode"),
+    ],
+)
+def test_an_unreadable_image_is_one_error_naming_the_file(tmp_path, content, problem):
+    path = tmp_path / "bad.png"
+    path.write_bytes(huge_png_header() if content == "huge" else content)
+    with pytest.raises(ImageError, match=rf"^{re.escape(str(path))}: not a readable image.*{problem}"):
+        read_image(path)
+
+
+def huge_png_header(side: int = 200_000) -> bytes:
+    """A PNG whose header claims ``side x side`` pixels (OpenCV refuses to allocate them)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("channels, warning", [(1, "grayscale, read as RGB"), (4, "has an alpha channel, which is dropped")])
+def test_reading_a_grayscale_or_rgba_image_warns_naming_the_file(tmp_path, channels, warning):
+    path = tmp_path / "odd.png"
+    cv2.imwrite(str(path), np.full((8, 8, channels) if channels > 1 else (8, 8), 128, np.uint8))
+    with pytest.warns(UserWarning, match=rf"{re.escape(str(path))}: {warning}"):
+        image = read_image(path)
+    assert image.shape == (8, 8, 3)
 
 
 def test_aux_sources_run_on_the_whole_image_before_cropping(tmp_path):

@@ -111,6 +111,33 @@ def deblurstack_backbones():
     assert problem in str(manager.failures[0])
 
 
+@pytest.mark.parametrize(
+    "returned, got",
+    [
+        ('"unet_v2"', "got str 'unet_v2'"),
+        ('BackboneRecord(name="solo", factory="torch.nn:Identity", summary="not in a list")', "got BackboneRecord"),
+        ('{"name": "net"}', "got dict"),
+        ("42", "got int 42"),
+    ],
+)
+def test_a_hook_returning_something_other_than_a_list_is_one_failure_line(installed, returned, got):
+    source = f"""
+from deblurstack import hookimpl, BackboneRecord
+
+@hookimpl
+def deblurstack_backbones():
+    return {returned}
+"""
+    installed("deblurstack-single", {"single_plugin": source}, {"single": "single_plugin"})
+    manager = create_plugin_manager()
+    with pytest.warns(PluginWarning) as caught:
+        backbones = manager.components("backbone")
+    messages = [str(w.message) for w in caught if "single" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert "hook deblurstack_backbones must return a list of BackboneRecord, " + got in messages[0]
+    assert "unet" in backbones and "solo" not in backbones
+
+
 def test_a_duplicate_of_a_builtin_name_names_both_distributions(installed):
     source = """
 from deblurstack import hookimpl, BackboneRecord

@@ -3,6 +3,7 @@ inference, distributed training with torchrun, and the quickstart."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import errno
 import os
@@ -331,7 +332,7 @@ def test_run_deblurs_files_folders_and_globs_keeping_16_bit(tmp_path, trained, p
             )
             == 0
         )
-    assert any("gray.png: grayscale, deblurred as RGB" in str(w.message) for w in caught)
+    assert any("gray.png: grayscale, read as RGB" in str(w.message) for w in caught)
     written = {p.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in (tmp_path / "out").iterdir()}
     assert written["sixteen.png"].dtype == np.uint16 and written["eight.png"].dtype == np.uint8
     assert written["gray.png"].shape == (40, 50, 3)
@@ -478,3 +479,78 @@ def test_the_trainer_example_of_the_hook_specs_trains_and_resumes_exactly(tmp_pa
     first = load_training_state(whole / "checkpoints" / "step_00000004.pth")
     again = load_training_state(tmp_path / "cut" / "tiny" / "checkpoints" / "step_00000004.pth")
     assert not [key for key, a, b in _tensors(first, again) if not torch.equal(a, b)]
+
+
+def _bad_images(folder: Path) -> dict[str, bytes]:
+    """A zero-byte PNG and one whose header claims 200000 x 200000 pixels."""
+    from tests.test_data import huge_png_header
+
+    return {"empty.png": b"", "huge.png": huge_png_header()}
+
+
+def test_test_skip_bad_scores_each_good_image_once_and_lists_the_skipped(tmp_path, trained, pairs, capsys):
+    config, checkpoint = trained
+    folder = tmp_path / "val"
+    shutil.copytree(pairs / "val", folder)
+    for name, content in _bad_images(folder).items():
+        (folder / "input" / name).write_bytes(content)
+        shutil.copy(folder / "target" / "chelsea_0.png", folder / "target" / name)
+    data = [f"data.test.input_dir={folder / 'input'}", f"data.test.target_dir={folder / 'target'}"]
+    out = tmp_path / "report"
+    assert main(["test", str(config), *data, "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    assert "empty.png: not a readable image (the file is empty)" in capsys.readouterr().err
+    assert main(["test", str(config), *data, "--checkpoint", str(checkpoint), "--out", str(out), "--skip-bad"]) == 0
+    with open(out / "per_image.csv") as file:
+        assert [row["image"] for row in csv.DictReader(file)] == ["chelsea_0", "chelsea_1"]
+    summary = (out / "summary.md").read_text()
+    assert "2 images; 2 skipped (below)." in summary
+    assert "empty.png: not a readable image (the file is empty)" in summary
+    assert "huge.png: not a readable image: too large to decode" in summary
+
+
+def test_run_names_a_bad_file_in_one_line_and_skip_bad_deblurs_the_rest(tmp_path, trained, pairs, capsys):
+    config, checkpoint = trained
+    inputs = tmp_path / "inputs"
+    shutil.copytree(pairs / "val" / "input", inputs)
+    for name, content in _bad_images(inputs).items():
+        (inputs / name).write_bytes(content)
+    command = ["run", str(config), str(inputs), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]
+    assert main(command) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert errors == [f"deblurstack: error: {inputs / 'empty.png'}: not a readable image (the file is empty)"]
+    assert main([*command, "--skip-bad"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 image(s) written to" in printed and "2 skipped" in printed and "huge.png" in printed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["chelsea_0.png", "chelsea_1.png"]
+
+
+def test_reports_of_one_checkpoint_never_overwrite_each_other(tmp_path, trained, capsys):
+    config, checkpoint = trained
+    for _ in range(2):
+        assert main(["test", str(config), "--checkpoint", str(checkpoint), "--split", "val"]) == 0
+    evaluation = checkpoint.parent.parent / "evaluation"
+    assert {"val", "val_1"} <= {p.name for p in evaluation.iterdir()}
+    assert main(["test", str(config), "--checkpoint", str(checkpoint), "--out", str(evaluation / "val")]) == 2
+    assert "already holds a report" in capsys.readouterr().err
+
+
+def test_resuming_with_a_checkpoint_of_another_architecture_is_one_line(tmp_path, pairs, capsys):
+    config = write_config(tmp_path / "tiny.yaml", pairs, iterations=2, save_every=2)
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    assert main(["train", str(config), *runs]) == 0
+    capsys.readouterr()
+    assert main(["train", str(config), "stack.backbone.width=4", *runs, "--resume"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1, errors
+    assert "step_00000002.pth [params] does not fit Stack: shape mismatch: backbone." in errors[0]
+
+
+def test_a_pickled_checkpoint_is_refused_with_how_to_convert_a_trusted_file(tmp_path, trained, capsys):
+    config, _ = trained
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"params": {}, "options": argparse.Namespace(lr=1)}, pickled)
+    assert main(["test", str(config), "--checkpoint", str(pickled)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "deblurstack only reads weights and never runs code from a checkpoint" in error
+    assert "weights_only=False" not in error.split("trust")[0]  # torch's advice to turn the safety off is gone

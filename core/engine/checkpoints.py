@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deblurstack.checkpoint import save_atomic
+from deblurstack.checkpoint import read_checkpoint, save_atomic
 from deblurstack.contracts import Stochastic
 from deblurstack.errors import CheckpointError
 
@@ -64,14 +64,8 @@ class Checkpoints:
 
 def load_training_state(path: str | Path) -> dict[str, Any]:
     """A training checkpoint, read with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise CheckpointError(f"{path}: not a readable training checkpoint: {type(error).__name__}: {error}") from None
-    if not isinstance(state, dict) or "step" not in state or "params" not in state:
+    state = read_checkpoint(path)
+    if "step" not in state or "params" not in state:
         raise CheckpointError(f"{path}: not a training checkpoint (no 'step' and 'params')")
     return state
 

@@ -72,6 +72,8 @@ def score(args: argparse.Namespace, echo: bool = False) -> Any:
             metric.module.to(place.device)
         dataset = resolved.build_dataset(args.split)
         out = Path(args.out) if args.out else _default_report_folder(args.checkpoint, resolved, args.split)
+        if (out / "summary.md").exists():
+            raise ConfigError(f"--out {out}: already holds a report; choose another folder (reports are never replaced)")
         images = out / "images" if args.save_images else None
         result = evaluate(stack, dataset, metrics, place, save_to=images, tile=args.tile, overlap=args.overlap)
     finally:
@@ -86,8 +88,6 @@ def score(args: argparse.Namespace, echo: bool = False) -> Any:
     _, summary = write_report(result, metrics, out, f"{resolved.data.get('name', 'evaluation')}: {args.split}", notes)
     if echo:
         print(summary.read_text())
-        for problem in getattr(dataset, "skipped", []):
-            print(f"skipped: {problem}")
     return result
 
 
@@ -174,10 +174,19 @@ def run(args: argparse.Namespace) -> None:
     )
     stack = resolved.build_stack()
     _load_weights(stack, resolved, args)
-    written = run_on_files(
-        stack.to(device), expand_inputs(args.inputs), Path(args.out), device, args.tile, args.overlap, sources
+    written, skipped = run_on_files(
+        stack.to(device),
+        expand_inputs(args.inputs),
+        Path(args.out),
+        device,
+        args.tile,
+        args.overlap,
+        sources,
+        skip_bad=args.skip_bad,
     )
-    print(f"{len(written)} image(s) written to {args.out}")
+    for problem in skipped:
+        print(f"skipped: {problem}")
+    print(f"{len(written)} image(s) written to {args.out}" + (f", {len(skipped)} skipped" if skipped else ""))
 
 
 def export(args: argparse.Namespace) -> None:
@@ -320,11 +329,17 @@ def _parse_settings(settings: list[str]) -> dict[str, Any]:
 
 
 def _default_report_folder(checkpoint: str | None, resolved: Any, split: str) -> Path:
+    """``<run>/evaluation/<split>``, or ``<split>_1``, ``<split>_2`` ... when an earlier report is there."""
     if checkpoint is None:  # weights named in the config
-        return Path("runs") / str(resolved.data.get("name", "evaluation")) / "evaluation" / split
-    path = Path(checkpoint)
-    run_folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return run_folder / "evaluation" / split
+        folder = Path("runs") / str(resolved.data.get("name", "evaluation")) / "evaluation"
+    else:
+        path = Path(checkpoint)
+        folder = (path.parent.parent if path.parent.name == "checkpoints" else path.parent) / "evaluation"
+    candidate, suffix = folder / split, 0
+    while candidate.exists() and any(candidate.iterdir()):
+        suffix += 1
+        candidate = folder / f"{split}_{suffix}"
+    return candidate
 
 
 def _load_weights(stack: Any, resolved: Any, args: argparse.Namespace) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from deblurstack.data import write_bytes_atomic, write_image
+from deblurstack.data import ImageError, write_bytes_atomic, write_image
 from deblurstack.engine.distributed import Distributed, gather
 from deblurstack.engine.inference import predict
 from deblurstack.run import Sample
@@ -41,6 +41,7 @@ class Evaluation:
 
     rows: list[dict[str, Any]]
     samples: list[Sample] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # the problems of pairs not scored (``skip_bad``)
 
     def means(self, prefix: str = "") -> dict[str, float]:
         """Mean of each metric over the images (``prefix="input_"`` for the blurry input's scores)."""
@@ -66,15 +67,23 @@ def evaluate(
     """Run ``stack`` on every image of ``dataset`` (sharded across ranks) and score it.
 
     The whole image goes through the stack (or overlapping tiles of ``tile`` pixels); outputs
-    are clamped to [0, 1]. Every rank returns the rows of all ranks, sorted by image name.
+    are clamped to [0, 1]. Every rank returns the rows of all ranks, sorted by image name. A pair
+    that fails to load stops the evaluation, unless the dataset's ``skip_bad`` is set: then it is
+    listed in ``skipped`` and scored by no metric (the means are over the images scored).
     """
     distributed = distributed or Distributed()
     was_training = stack.training
     stack.eval()
-    rows, samples = [], []
+    rows, samples, skipped = [], [], []
     try:
         for index in range(distributed.rank, len(dataset), distributed.world_size):
-            sample = dataset[index]
+            try:
+                sample = dataset[index]
+            except ImageError as error:
+                if not getattr(dataset, "skip_bad", False):
+                    raise
+                skipped.append(str(error))
+                continue
             batch = {
                 k: v.unsqueeze(0).to(distributed.device) if isinstance(v, Tensor) else v for k, v in sample.items()
             }
@@ -95,7 +104,8 @@ def evaluate(
     finally:
         stack.train(was_training)
     every = [row for part in gather(rows, distributed) for row in part]
-    return Evaluation(sorted(every, key=lambda row: row["image"]), samples)
+    problems = sorted(problem for part in gather(skipped, distributed) for problem in part)
+    return Evaluation(sorted(every, key=lambda row: row["image"]), samples, problems)
 
 
 def write_report(
@@ -118,7 +128,7 @@ def write_report(
     lines += [
         f"# {title}",
         "",
-        f"{len(evaluation.rows)} images.",
+        f"{len(evaluation.rows)} images" + (f"; {len(evaluation.skipped)} skipped (below)." if evaluation.skipped else "."),
         "",
         "| | " + " | ".join(header) + " |",
         "|---|" + "---|" * len(names),
@@ -130,6 +140,8 @@ def write_report(
         f"- `{m.name}`: {getattr(m.module, 'protocol', '') or 'not stated'}" for m in metrics
     ]
     lines += [f"- {note}" for note in notes]
+    if evaluation.skipped:
+        lines += ["", "## Skipped", ""] + [f"- {problem}" for problem in evaluation.skipped]
     write_bytes_atomic(summary_path, ("\n".join(lines) + "\n").encode())
     return csv_path, summary_path
 

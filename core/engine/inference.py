@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import glob
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deblurstack.data import IMAGE_SUFFIXES, ImageError, Pair, read_image, to_tensor, write_image
+from deblurstack.data import IMAGE_SUFFIXES, ImageError, Pair, read_image_and_depth, to_tensor, write_image
 
 
 def predict(
@@ -80,18 +78,6 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return found
 
 
-def read_for_inference(path: Path) -> tuple[np.ndarray, int]:
-    """The RGB image and its bit depth (8 or 16); grayscale and alpha are converted with a warning."""
-    raw = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if path.is_file() else None
-    if raw is None:
-        raise ImageError(f"{path}: not a readable image (empty, truncated or unknown format)")
-    if raw.ndim == 2 or raw.shape[2] == 1:
-        warnings.warn(f"{path}: grayscale, deblurred as RGB with three equal channels", stacklevel=2)
-    elif raw.shape[2] == 4:
-        warnings.warn(f"{path}: has an alpha channel, which is dropped", stacklevel=2)
-    return read_image(path), 16 if raw.dtype == np.uint16 else 8
-
-
 def run_on_files(
     stack: nn.Module,
     paths: Iterable[Path],
@@ -100,16 +86,25 @@ def run_on_files(
     tile: int | None = None,
     overlap: int = 32,
     aux_sources: Mapping[str, Callable[[np.ndarray, Pair], np.ndarray]] | None = None,
-) -> list[Path]:
+    skip_bad: bool = False,
+) -> tuple[list[Path], list[str]]:
     """Deblur each file into ``out_dir`` under its own name, keeping 16-bit files 16-bit.
 
     ``aux_sources`` compute the priors' auxiliary inputs (masks) from each whole image, as datasets do.
+    Returns the files written and, with ``skip_bad``, the problems of the files skipped (otherwise the
+    first unreadable file stops the run with an :class:`ImageError` naming it).
     """
-    written = []
+    written, skipped = [], []
     stack.eval()
     with torch.inference_mode():
         for path in paths:
-            image, bits = read_for_inference(path)
+            try:
+                image, bits = read_image_and_depth(path)
+            except ImageError as error:
+                if not skip_bad:
+                    raise
+                skipped.append(str(error))
+                continue
             tensor = to_tensor(image)[None].to(device)
             pair = Pair(name=path.stem, input=path, target=path)
             aux = {
@@ -122,4 +117,4 @@ def run_on_files(
             target = out_dir / f"{path.stem}{suffix}"
             write_image(target, output, bit_depth=bits)
             written.append(target)
-    return written
+    return written, skipped
