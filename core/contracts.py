@@ -32,10 +32,14 @@ class Backbone(nn.Module):
           (``output = f(x) + x[:, :3]``, as SAM-Deblur's NAFNet does);
         * ``pad_multiple``: the factor ``H`` and ``W`` are padded to inside ``forward``;
         * ``insertion_points``: ``{name: channels}`` of feature maps where ``guidance`` may act;
-          call :meth:`guide` there.
+          call :meth:`guide` there;
+        * ``residual``: True (the default) when the output is ``f(x) + x[:, :3]``
+          (:func:`image_residual`); a network that predicts the sharp image directly (BladeNet's
+          sigmoid U-Net) sets it False. ``deblurstack.testing`` checks whichever it says.
     """
 
     pad_multiple: int = 1
+    residual: bool = True
 
     def __init__(self) -> None:
         super().__init__()

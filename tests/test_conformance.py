@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import cv2
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from deblurstack import Backbone, BackboneRecord, LossRecord, PriorOutput, PriorRecord, hookimpl, image_residual
+from deblurstack import (
+    Backbone,
+    BackboneRecord,
+    LossRecord,
+    MetricRecord,
+    PriorOutput,
+    PriorRecord,
+    SynthesizerRecord,
+    TrainerRecord,
+    hookimpl,
+    image_residual,
+)
+from deblurstack.params import read_signature
 from deblurstack.registry import PluginManager
 from deblurstack.testing import check_component
 
-CHECKED_KINDS = ("backbone", "prior", "translator", "loss")
+CHECKED_KINDS = ("backbone", "prior", "translator", "loss", "metric", "mask_source", "synthesizer", "trainer")
+#: parameters a component needs to be built at all (components that need files are checked with files below)
+REQUIRED = {"trainer:supervised": {"iterations": 1}}
+#: components that read weight files nobody can download here (their loading code has tests of its own)
+NEEDS_WEIGHTS = {"metric:lpips"}
 
 
 def _builtin_cases():
@@ -18,22 +39,42 @@ def _builtin_cases():
     manager.load_entrypoints(distributions={"deblurstack"})
     for kind in CHECKED_KINDS:
         for name, component in manager.components(kind).items():
-            yield kind, name
+            if f"{kind}:{name}" in NEEDS_WEIGHTS:
+                continue
+            params = REQUIRED.get(f"{kind}:{name}", {})
+            needs = [p for p in read_signature(component.load_factory()).parameters.values() if p.required]
+            if any(p.name not in params for p in needs):
+                continue  # needs files (a SAM checkpoint, a mask folder): not buildable from defaults
+            yield kind, name, params
             for preset in component.record.presets:
-                yield kind, f"{name}.{preset}"
+                yield kind, f"{name}.{preset}", params
 
 
 BUILTIN = list(_builtin_cases())
 
 
-def test_there_are_builtin_components_to_check():
-    kinds = {kind for kind, _ in BUILTIN}
-    assert {"backbone", "loss"} <= kinds
+def test_there_are_builtin_components_of_every_kind_to_check():
+    assert {kind for kind, _, _ in BUILTIN} == set(CHECKED_KINDS) - {"translator"}  # no built-in translator yet
 
 
-@pytest.mark.parametrize("kind, name", BUILTIN, ids=[f"{k}:{n}" for k, n in BUILTIN])
-def test_builtin_components_pass_the_conformance_checks(builtin_plugin_manager, kind, name):
-    check_component(kind, name)
+@pytest.mark.parametrize("kind, name, params", BUILTIN, ids=[f"{k}:{n}" for k, n, _ in BUILTIN])
+def test_builtin_components_pass_the_conformance_checks(builtin_plugin_manager, kind, name, params):
+    check_component(kind, name, params)
+
+
+def test_builtin_datasets_pass_the_conformance_checks(builtin_plugin_manager, tmp_path):
+    for folder in ("input", "target"):
+        (tmp_path / folder).mkdir()
+        for index in range(2):
+            image = np.random.default_rng(index).integers(0, 255, (30, 41, 3), dtype=np.uint8)
+            cv2.imwrite(str(tmp_path / folder / f"{index}.png"), image)
+    folders = {"input_dir": str(tmp_path / "input"), "target_dir": str(tmp_path / "target")}
+    check_component("dataset", "paired_folder", {**folders, "patch_size": 16, "augment": True})
+
+
+def test_the_testing_kit_imports_without_pytest():
+    code = "import sys; sys.modules['pytest'] = None; from deblurstack.testing import check_component"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # ---------------------------------------------------------------- broken components are caught
@@ -103,6 +144,38 @@ class SkipsGuidance(Backbone):
         return image_residual(self.conv(image), image)
 
 
+class NeverPads(Backbone):
+    """Downsamples twice without padding, so odd sizes fail inside forward."""
+
+    pad_multiple = 4
+
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(in_channels, 8, 4, stride=4)
+        self.up = nn.ConvTranspose2d(8, 3, 4, stride=4)
+
+    def forward(self, image, guidance=None):
+        return image_residual(self.up(self.down(image)), image)
+
+
+class NoResidual(Backbone):
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 3, 3, padding=1)
+
+    def forward(self, image, guidance=None):
+        return self.conv(image)
+
+
+class ResidualFromPriors(Backbone):
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 3, 3, padding=1)
+
+    def forward(self, image, guidance=None):
+        return self.conv(image) + image[:, -3:]
+
+
 class WrongChannels(nn.Module):
     out_channels = 2
 
@@ -119,12 +192,44 @@ class RewardsNoise(nn.Module):
         return -(prediction - target).abs().mean()
 
 
+class Unlabelled(nn.Module):
+    """A metric without a protocol."""
+
+    def forward(self, output, target):
+        return -(output - target).abs().flatten(1).mean(1)
+
+
+class Backwards(nn.Module):
+    protocol = "mean absolute error, but the record says higher is better"
+
+    def forward(self, output, target):
+        return (output - target).abs().flatten(1).mean(1)
+
+
+class Identity:
+    """A synthesizer that forgets to blur."""
+
+    def __call__(self, frames, rng):
+        return {"input": frames[0], "target": frames[0]}
+
+
+class Untyped:
+    def __init__(self, iterations):
+        self.iterations = iterations
+
+    def fit(self, job):
+        pass
+
+
 class Broken:
     @hookimpl
     def deblurstack_backbones(self):
         return [
             BackboneRecord(name=name, factory=factory, summary="broken on purpose", insertion_points=points)
             for name, factory, points in [
+                ("never_pads", NeverPads, ()),
+                ("no_residual", NoResidual, ()),
+                ("residual_from_priors", ResidualFromPriors, ()),
                 ("no_padding", NoPadding, ()),
                 ("ignores_extra", IgnoresExtraChannels, ()),
                 ("noisy", Noisy, ()),
@@ -143,6 +248,21 @@ class Broken:
     def deblurstack_losses(self):
         return [LossRecord(name="rewards_noise", factory=RewardsNoise, summary="s")]
 
+    @hookimpl
+    def deblurstack_metrics(self):
+        return [
+            MetricRecord(name="unlabelled", factory=Unlabelled, summary="s"),
+            MetricRecord(name="backwards", factory=Backwards, summary="s"),
+        ]
+
+    @hookimpl
+    def deblurstack_synthesizers(self):
+        return [SynthesizerRecord(name="identity", factory=Identity, summary="s")]
+
+    @hookimpl
+    def deblurstack_trainers(self):
+        return [TrainerRecord(name="untyped", factory=Untyped, summary="s")]
+
 
 @pytest.mark.parametrize(
     "kind, name, message",
@@ -158,6 +278,13 @@ class Broken:
             r"guidance was applied at \{\} \(point: channels\), expected \{'decoder_s1': 3\}",
         ),
         ("backbone", "undeclared_point", r"insertion points \['decoder_s1'\] are not all declared in its record \[\]"),
+        ("backbone", "never_pads", "fails on a 17x21 input \\(pad_multiple=4\\): a backbone takes any size"),
+        ("backbone", "no_residual", "has no global residual on the image channels"),
+        ("backbone", "residual_from_priors", "takes its global residual from the prior channels"),
+        ("metric", "unlabelled", "needs a one-line protocol"),
+        ("metric", "backwards", "'backwards' rates a perfect output .* but the record says higher is better"),
+        ("synthesizer", "identity", "the blurry image equals the sharp one"),
+        ("trainer", "untyped", "parameters without a type hint escape the config check: iterations"),
         ("prior", "wrong_channels", "out_channels is 2, the record declares 3"),
         ("loss", "rewards_noise", "a noisy prediction scores .*, not above the perfect"),
     ],
@@ -165,7 +292,7 @@ class Broken:
 def test_the_checks_catch_broken_components(plugin_manager, register_plugin, kind, name, message):
     register_plugin(Broken(), name="broken")
     with pytest.raises(AssertionError, match=f"^{name}: {message}"):
-        check_component(kind, name)
+        check_component(kind, name, {"iterations": 1} if kind == "trainer" else None)
 
 
 @pytest.mark.usefixtures("test_components")

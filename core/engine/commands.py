@@ -7,6 +7,7 @@ Each takes the parsed arguments of ``deblurstack.cli``; problems the user can fi
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from deblurstack.checkpoint import load_stack_weights
 from deblurstack.engine.checkpoints import Checkpoints
 from deblurstack.errors import ConfigError
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+#: the example configs, shipped with the package (``examples/`` of the source tree)
+EXAMPLES = Path(str(importlib.resources.files("deblurstack.examples")))
 
 
 def train(args: argparse.Namespace) -> None:

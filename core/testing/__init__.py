@@ -1,4 +1,9 @@
-"""pytest plugin for plugin authors (loaded automatically through the ``pytest11`` entry point).
+"""The testing kit for plugin authors: conformance checks, and pytest fixtures.
+
+The checks need no pytest (they raise ``AssertionError``). The fixtures live in
+``deblurstack.testing.fixtures``, registered under the ``pytest11`` entry point, so any pytest
+session in an environment with deblurstack has them (pytest itself is not a dependency:
+``pip install pytest``).
 
 Fixtures:
     plugin_manager: a fresh manager with deblurstack's hook specs and no plugin loaded, installed
@@ -20,12 +25,21 @@ round trip. A typical test of a third-party plugin::
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
-
-_CHECKS = ("check_backbone", "check_component", "check_loss", "check_prior", "check_translator", "make_aux")
+_CHECKS = (
+    "check_backbone",
+    "check_component",
+    "check_dataset",
+    "check_loss",
+    "check_mask_source",
+    "check_metric",
+    "check_prior",
+    "check_synthesizer",
+    "check_trainer",
+    "check_translator",
+    "make_aux",
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -35,52 +49,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'deblurstack.testing' has no attribute {name!r}")
 
 
-__all__ = [
-    "builtin_plugin_manager",
-    "check_backbone",
-    "check_component",
-    "check_loss",
-    "check_prior",
-    "check_translator",
-    "make_aux",
-    "plugin_manager",
-    "register_plugin",
-]
-
-BUILTIN_DISTRIBUTION = "deblurstack"
-
-
-@pytest.fixture
-def plugin_manager() -> Iterator[Any]:
-    """A fresh plugin manager without autoload, used as the process-wide one during the test."""
-    from deblurstack.registry import PluginManager, set_plugin_manager
-
-    manager = PluginManager()
-    previous = set_plugin_manager(manager)
-    yield manager
-    set_plugin_manager(previous)
-
-
-@pytest.fixture
-def builtin_plugin_manager(plugin_manager: Any) -> Any:
-    """A fresh manager holding only deblurstack's built-in plugins (no other installed plugin)."""
-    plugin_manager.load_entrypoints(distributions={BUILTIN_DISTRIBUTION})
-    return plugin_manager
-
-
-@pytest.fixture
-def register_plugin() -> Iterator[Callable[..., str]]:
-    """``register_plugin(obj, name=None) -> name``: register into the current manager for this test."""
-    from deblurstack.registry import get_plugin_manager
-
-    registered: list[tuple[Any, str]] = []
-
-    def register(plugin: Any, name: str | None = None) -> str:
-        manager = get_plugin_manager()  # at call time: whichever manager the test installed
-        registered.append((manager, manager.register(plugin, name)))
-        return registered[-1][1]
-
-    yield register
-    for manager, name in reversed(registered):
-        if manager.has_plugin(name):
-            manager.unregister(name=name)
+__all__ = list(_CHECKS)

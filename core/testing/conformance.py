@@ -6,15 +6,18 @@ builds it with ``params`` and raises ``AssertionError`` naming the component and
 
 from __future__ import annotations
 
+import inspect
 import io
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from deblurstack.contracts import IMAGE_CHANNELS
-from deblurstack.params import read_signature
+from deblurstack.params import EMPTY, read_signature
 from deblurstack.registry import get_plugin_manager
 
 EXTRA_CHANNELS = 2
@@ -23,12 +26,17 @@ SEED = 1234
 
 
 def check_component(kind: str, name: str, params: Mapping[str, Any] | None = None, **options: Any) -> None:
-    """Run the checks of ``kind`` (backbone, prior, translator or loss) on a registered component."""
+    """Run the checks of ``kind`` on a registered component (every kind: see the ``check_<kind>`` functions)."""
     checks: dict[str, Callable[..., None]] = {
         "backbone": check_backbone,
         "prior": check_prior,
         "translator": check_translator,
         "loss": check_loss,
+        "metric": check_metric,
+        "dataset": check_dataset,
+        "mask_source": check_mask_source,
+        "synthesizer": check_synthesizer,
+        "trainer": check_trainer,
     }
     if kind not in checks:
         raise ValueError(f"no conformance checks for kind {kind!r} (checked kinds: {', '.join(checks)})")
@@ -43,7 +51,13 @@ def check_backbone(name: str, params: Mapping[str, Any] | None = None) -> None:
     _expect(isinstance(multiple, int) and multiple >= 1, name, f"pad_multiple must be a positive int, got {multiple!r}")
     image = _images(module_sizes(multiple))
     for x in image:
-        raw = module(x)
+        try:
+            raw = module(x)
+        except RuntimeError as error:
+            raise AssertionError(
+                f"{name}: fails on a {x.shape[-2]}x{x.shape[-1]} input (pad_multiple={multiple}): a backbone takes "
+                f"any size, padding inside forward (pad_to_multiple) and cropping back ({_first_line(error)})"
+            ) from None
         is_list = isinstance(raw, (list, tuple))
         _expect(
             is_list == record.multiscale,
@@ -61,6 +75,7 @@ def check_backbone(name: str, params: Mapping[str, Any] | None = None) -> None:
         )
     _check_gradients(module, lambda: sum(o.mean() for o in _forward_backbone(module, image[-1])), name)
     _check_reproducible(build, lambda m: _forward_backbone(m, image[-1])[-1], name)
+    _check_residual(build, record, image[-1], name)
 
     if record.extra_channels:
         wide = build(in_channels=IMAGE_CHANNELS + EXTRA_CHANNELS).eval()
@@ -208,6 +223,132 @@ def check_loss(name: str, params: Mapping[str, Any] | None = None, aux: Mapping[
     _expect(torch.equal(again, value.detach()), name, "is not deterministic")
 
 
+def check_metric(name: str, params: Mapping[str, Any] | None = None, aux: Mapping[str, Tensor] | None = None) -> None:
+    """Per-image finite scores (a ``B`` tensor or a mapping of them), a perfect output scoring no worse than a
+    noisy one in the record's direction, determinism, and a one-line ``protocol``."""
+    record, build = _builder("metric", name, params)
+    metric = build()
+    protocol = getattr(metric, "protocol", "")
+    _expect(isinstance(protocol, str) and protocol.strip() and "\n" not in protocol, name, "needs a one-line protocol")
+    target = _images([(48, 40)])[0]
+    noisy = (target + 0.1 * torch.randn(target.shape, generator=torch.Generator().manual_seed(5))).clamp(0, 1)
+    inputs = _aux_inputs(record.requires, noisy, aux)
+
+    def scores(output: Tensor) -> dict[str, Tensor]:
+        with torch.no_grad():
+            values = metric(output, target, **inputs)
+        return dict(values) if isinstance(values, Mapping) else {name: values}
+
+    perfect, degraded = scores(target), scores(noisy)
+    for key, value in {**perfect, **degraded}.items():
+        _expect(
+            isinstance(value, Tensor) and value.shape == (BATCH,) and bool(torch.isfinite(value).all()),
+            name,
+            f"score {key!r} must be a finite tensor of one value per image ({BATCH}), got {value!r}",
+        )
+    for key in perfect:
+        # no worse, not strictly better: rates such as MCR give a perfect and a mildly noisy output both 0
+        better = perfect[key] >= degraded[key] if record.higher_is_better else perfect[key] <= degraded[key]
+        _expect(
+            bool(better.all()),
+            name,
+            f"{key!r} rates a perfect output {perfect[key].tolist()} and a noisy one {degraded[key].tolist()}, "
+            f"but the record says {'higher' if record.higher_is_better else 'lower'} is better",
+        )
+    again = build()
+    _expect(
+        all(torch.equal(v, (lambda r: dict(r) if isinstance(r, Mapping) else {name: r})(again(noisy, target, **inputs))[k])
+            for k, v in degraded.items()),
+        name,
+        "is not deterministic",
+    )
+
+
+def check_dataset(name: str, params: Mapping[str, Any] | None = None) -> None:
+    """Build the dataset from ``params`` (pointing at data you provide): whole samples ``{"name", "input",
+    "target", ...}`` of ``3 x H x W`` images in [0, 1], every auxiliary input the record provides, and training
+    samples (``dataset[(index, seed, epoch)]``) that depend only on their key."""
+    record, build = _builder("dataset", name, params)
+    dataset = build()
+    _expect(len(dataset) > 0, name, "is empty")
+    for sample in (dataset[0], dataset[(0, SEED, 0)]):
+        _expect({"name", "input", "target"} <= set(sample), name, f"a sample needs name, input, target; got {sorted(sample)}")
+        for key in ("input", "target"):
+            image = sample[key]
+            _expect(
+                isinstance(image, Tensor) and image.dim() == 3 and image.shape[0] == IMAGE_CHANNELS
+                and image.is_floating_point() and bool((image >= 0).all() and (image <= 1).all()),
+                name,
+                f"{key} must be a 3 x H x W float tensor in [0, 1], got {getattr(image, 'shape', image)!r}",
+            )
+        _expect(sample["input"].shape == sample["target"].shape, name, "input and target sizes differ")
+        for key in record.provides:
+            _expect(
+                key in sample and sample[key].shape[-2:] == sample["input"].shape[-2:],
+                name,
+                f"provides {key!r}, which a sample must carry at the image's size",
+            )
+    first, again = dataset[(0, SEED, 0)], build()[(0, SEED, 0)]
+    _expect(torch.equal(first["input"], again["input"]), name, "a training sample is not determined by its key")
+
+
+def check_mask_source(name: str, params: Mapping[str, Any] | None = None) -> None:
+    """An ``H x W`` map for a whole image (integer labels, or floats in [0, 1]), the same for the same image."""
+    from deblurstack.data import Pair
+
+    _, build = _builder("mask_source", name, params)
+    source = build()
+    image = _photo(37, 45)
+    pair = Pair(name="check", input=Path("check.png"), target=Path("check.png"))
+    first, second = source(image, pair), build()(image, pair)
+    _expect(
+        isinstance(first, np.ndarray) and first.shape == image.shape[:2],
+        name,
+        f"must return an H x W array {image.shape[:2]}, got {getattr(first, 'shape', first)!r}",
+    )
+    floats = np.issubdtype(first.dtype, np.floating)
+    _expect(
+        np.issubdtype(first.dtype, np.integer) or first.dtype == bool or (floats and 0 <= first.min() <= first.max() <= 1),
+        name,
+        f"must return an integer label map or floats in [0, 1], got {first.dtype}",
+    )
+    _expect(np.array_equal(first, second), name, "gives different maps for the same image")
+
+
+def check_synthesizer(name: str, params: Mapping[str, Any] | None = None) -> None:
+    """A blurry/sharp pair of the frames' layout from the record's number of frames, the auxiliary outputs it
+    provides, a blurry image that differs from the sharp one, and the same pair for the same random seed."""
+    record, build = _builder("synthesizer", name, params)
+    synthesizer = build()
+    count = build.value(record.frames) if isinstance(record.frames, str) else record.frames
+    frames = [_photo(40, 48, shift=i) for i in range(count)]
+    made = synthesizer(frames, np.random.default_rng(SEED))
+    _expect(isinstance(made, Mapping) and {"input", "target"} <= set(made), name, "must return input and target")
+    for key in ("input", "target"):
+        array = made[key]
+        _expect(
+            isinstance(array, np.ndarray) and array.shape == frames[0].shape and 0 <= array.min() <= array.max() <= 1,
+            name,
+            f"{key} must be an H x W x 3 array in [0, 1] like the frames, got {getattr(array, 'shape', array)!r}",
+        )
+    for key in record.provides:
+        _expect(key in made and made[key].shape == frames[0].shape[:2], name, f"provides {key!r}: an H x W array")
+    _expect(not np.array_equal(made["input"], made["target"]), name, "the blurry image equals the sharp one")
+    again = build()(frames, np.random.default_rng(SEED))
+    _expect(np.array_equal(made["input"], again["input"]), name, "differs for the same random generator seed")
+
+
+def check_trainer(name: str, params: Mapping[str, Any] | None = None) -> None:
+    """The factory's parameters are typed (so config check can check them) and the trainer has ``fit(job)``."""
+    _, build = _builder("trainer", name, params)
+    untyped = [p.name for p in read_signature(build.factory).parameters.values() if p.annotation is EMPTY]
+    _expect(not untyped, name, f"parameters without a type hint escape the config check: {', '.join(untyped)}")
+    trainer = build()
+    fit = getattr(trainer, "fit", None)
+    _expect(callable(fit), name, "has no fit(job) method")
+    _expect(len(inspect.signature(fit).parameters) == 1, name, "fit must take one argument, the TrainingJob")
+
+
 def make_aux(name: str, image: Tensor) -> Tensor:
     """A plausible auxiliary input for ``image``: ``masks`` (integer label map B x H x W),
     ``blur_mask`` (B x 1 x H x W in {0, 1}) or ``input`` (the image itself)."""
@@ -291,6 +432,41 @@ def _check_reproducible(build: Callable[..., nn.Module], run: Callable[[nn.Modul
         other = build(seed=SEED + 1)  # equality must come from loading, not from the seed
         other.load_state_dict(torch.load(buffer, weights_only=True))
         _expect(torch.equal(run(first), run(other.eval())), name, "state_dict round trip changes the output")
+
+
+def _check_residual(build: _Build, record: Any, image: Tensor, name: str) -> None:
+    """With every weight zero, most layers output zero, so a residual backbone returns exactly its image channels,
+    never the prior channels."""
+    extra = IMAGE_CHANNELS if record.extra_channels else 0  # as many prior channels as image ones: comparable
+    module = build(**({"in_channels": IMAGE_CHANNELS + extra} if extra else {})).eval()
+    if not getattr(module, "residual", True):
+        return
+    priors = torch.rand(image.shape[0], extra, *image.shape[-2:], generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.zero_()
+        out = _forward_backbone(module, torch.cat([image, priors], 1) if extra else image)[-1]
+    if extra and out.shape == image.shape and torch.allclose(out, priors, atol=1e-6):
+        raise AssertionError(f"{name}: takes its global residual from the prior channels, not the image channels")
+    _expect(
+        out.shape == image.shape and torch.allclose(out, image, atol=1e-6),
+        name,
+        "has no global residual on the image channels: with every weight zero the output should equal the input "
+        "image (output = f(x) + x[:, :3], image_residual); set residual = False if it predicts the image directly",
+    )
+
+
+def _photo(height: int, width: int, shift: int = 0) -> np.ndarray:
+    """A smooth RGB test picture in [0, 1] with edges (``shift`` moves it right, as a next frame would)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    x = x - shift
+    picture = np.stack([(x // 8 + y // 8) % 2, 0.5 + 0.5 * np.sin(x / 5), 0.5 + 0.5 * np.cos(y / 7)], -1)
+    return np.clip(picture, 0, 1).astype(np.float32)
+
+
+def _first_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200]
 
 
 def _expect(condition: bool, name: str, message: str) -> None:

@@ -1,0 +1,1 @@
+"""The example configs (YAML), shipped with the package so that a wheel runs the quickstart."""
