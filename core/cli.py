@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from deblurstack.engine.commands import COMMANDS, is_override
 from deblurstack.errors import DeblurstackError, PluginError, PluginWarning, did_you_mean
 from deblurstack.records import KINDS
 
@@ -41,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = groups.add_parser("plugins", help="installed plugins").add_subparsers(
         dest="command", metavar="ACTION", required=True
     )
-    plugins.add_parser("list", parents=[common], help="plugins with distribution, version, hooks and components")
+    plugins_listing = plugins.add_parser(
+        "list", parents=[common], help="plugins with distribution, version, hooks and components"
+    )
 
     components = groups.add_parser("components", help="registered components").add_subparsers(
         dest="command", metavar="ACTION", required=True
@@ -60,145 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", help="YAML config file")
     check.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stack.backbone.width=16")
     check.add_argument("--variant", help="apply one of the file's variants first")
-    _add_engine_commands(groups, common)
+    plugins_listing.set_defaults(handler=plugins_list)
+    listing.set_defaults(handler=components_list)
+    show.set_defaults(handler=components_show)
+    check.set_defaults(handler=config_check)
+    for name, (summary, adapter) in COMMANDS.items():  # each engine command declares its own arguments
+        command = groups.add_parser(name, parents=[common], help=summary)
+        command.set_defaults(handler=adapter(command))
     return parser
-
-
-def _add_engine_commands(groups: Any, common: argparse.ArgumentParser) -> None:
-    def config_arguments(command: argparse.ArgumentParser) -> None:
-        command.add_argument("file", help="YAML config file")
-        command.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.iterations=100")
-        command.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-        command.add_argument("--variant", help="apply one of the file's variants first")
-
-    def weights_arguments(command: argparse.ArgumentParser) -> None:
-        command.add_argument(
-            "--checkpoint",
-            help="training checkpoint or state dict of the stack (default: the "
-            "weights the config names: stack.checkpoint or components')",
-        )
-        command.add_argument(
-            "--weights",
-            choices=("auto", "ema", "model"),
-            default="auto",
-            help="EMA weights (params_ema) or the trained ones (params); auto: EMA when saved",
-        )
-        command.add_argument("--tile", type=int, help="run in overlapping tiles of this size (bounded memory)")
-        command.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
-        command.add_argument(
-            "--tlc",
-            type=int,
-            metavar="TRAIN_SIZE",
-            help="test-time local converter for a model trained on patches of this size (NAFNetLocal: 256); "
-            "the same as the override stack.backbone.tlc.train_size=TRAIN_SIZE",
-        )
-
-    train = groups.add_parser("train", parents=[common], help="train a stack (torchrun for several processes)")
-    config_arguments(train)
-    train.add_argument("--runs-dir", default="runs", help="folder of run folders (default: runs)")
-    train.add_argument(
-        "--resume",
-        nargs="?",
-        const="latest",
-        metavar="CHECKPOINT",
-        help="continue the run named in the config from its newest checkpoint, or from CHECKPOINT",
-    )
-
-    ablation = groups.add_parser("ablation", parents=[common], help="train and score every variant of a config")
-    ablation.add_argument("file", help="YAML config with a variants section")
-    ablation.add_argument("overrides", nargs="*", help="dotted overrides applied to every variant")
-    ablation.add_argument("--variants", help="comma-separated subset (default: all, in file order)")
-    ablation.add_argument("--split", default="test", help="data split to score (default: test)")
-    ablation.add_argument("--runs-dir", default="runs")
-    ablation.add_argument("--device", default="auto")
-
-    test = groups.add_parser("test", parents=[common], help="score a trained stack on a data split")
-    config_arguments(test)
-    weights_arguments(test)
-    test.add_argument("--split", default="test", help="data split to score (default: test)")
-    test.add_argument("--out", help="report folder (default: <checkpoint's run folder>/evaluation/<split>)")
-    test.add_argument("--save-images", action="store_true", help="also write the output images")
-    test.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")
-
-    run = groups.add_parser("run", parents=[common], help="deblur image files")
-    run.add_argument("file", help="YAML config file of the stack")
-    run.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    run.add_argument("--out", required=True, help="output folder")
-    run.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    run.add_argument(
-        "--aux-from",
-        default="test",
-        metavar="SPLIT",
-        help="data split whose aux mask sources compute the priors' inputs (default: test)",
-    )
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted config override (repeatable)",
-    )
-    run.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed at the end)")
-    weights_arguments(run)
-    run.set_defaults(overrides_by_option=True)  # its positionals are inputs: a stray KEY=VALUE is no override
-
-    export = groups.add_parser("export", parents=[common], help="export a stack to ONNX (checked with onnxruntime)")
-    export.add_argument("file", help="YAML config file of the stack")
-    export.add_argument("out", help="output .onnx file")
-    export.add_argument("overrides", nargs="*", help="dotted config overrides")
-    export.add_argument("--checkpoint", help="weights to export (default: random, for a trial export)")
-    export.add_argument("--weights", choices=("auto", "ema", "model"), default="auto")
-
-    synth = groups.add_parser("synth", parents=[common], help="make a paired dataset from sharp images")
-    synth.add_argument(
-        "source", help="folder of sharp images (or of frame sequences), or 'skimage' for the photos scikit-image ships"
-    )
-    synth.add_argument("out", help="output folder: <out>/input, <out>/target")
-    synth.add_argument("--type", default="motion_blur", help="synthesizer (default: motion_blur)")
-    synth.add_argument(
-        "--set",
-        dest="params",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="synthesizer parameter (repeatable), e.g. --set max_length=25",
-    )
-    synth.add_argument("--per-image", type=int, default=1, help="pairs made from each source image")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--max-side", type=int, help="downscale larger images to this longer side first")
-
-    masks = groups.add_parser("masks", parents=[common], help="compute the auxiliary maps (SAM masks ...) in advance")
-    masks.add_argument("file", help="YAML config whose data sections name mask sources with a cache")
-    masks.add_argument("overrides", nargs="*", help="dotted config overrides")
-    masks.add_argument("--split", help="only this data split (default: every split with auxiliary inputs)")
-    masks.add_argument("--variant", help="apply one of the file's variants first")
-
-    crop = groups.add_parser("crop", parents=[common], help="cut images into overlapping crops (GoPro 512/256)")
-    crop.add_argument("sources", nargs="+", help="folders to cut; each goes to <out>/<folder name>")
-    crop.add_argument("--out", required=True)
-    crop.add_argument("--size", type=int, default=512)
-    crop.add_argument("--stride", type=int, default=256)
-
-    quickstart = groups.add_parser(
-        "quickstart", parents=[common], help="synthesize data from the bundled photos, train, evaluate (CPU, minutes)"
-    )
-    quickstart.add_argument("--data", default="data/quickstart", help="where the synthetic dataset goes")
-    quickstart.add_argument("--runs-dir", default="runs")
-    quickstart.add_argument("--data-only", action="store_true", help="only synthesize the data (for other examples)")
-    quickstart.add_argument("overrides", nargs="*", help="overrides of examples/quickstart.yaml")
-
-
-def _is_override(argument: str) -> bool:
-    return "=" in argument and not argument.startswith("-")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    trailing = isinstance(getattr(args, "overrides", None), list) and not getattr(args, "overrides_by_option", False)
-    if extra and trailing and all(_is_override(a) for a in extra):
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(is_override(a) for a in extra):
         args.overrides += extra  # overrides after options (`train c.yaml --variant v a.b=1`): argparse leaves them
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -211,12 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from deblurstack.registry import create_plugin_manager, set_plugin_manager
 
             set_plugin_manager(create_plugin_manager(blocked=args.block))
-        handler = COMMANDS[(args.group, getattr(args, "command", None))]
-        if isinstance(handler, str):  # engine commands live in deblurstack.engine.commands
-            import importlib
-
-            handler = getattr(importlib.import_module("deblurstack.engine.commands"), handler)
-        return handler(args) or 0
+        return args.handler(args) or 0
     except DeblurstackError as error:
         if debug:
             raise
@@ -294,23 +168,6 @@ def config_check(args: argparse.Namespace) -> None:
 
     resolved = resolve_config(args.file, args.overrides, variant=args.variant)
     print(yaml.safe_dump(resolved.data, sort_keys=False).rstrip())
-
-
-COMMANDS = {
-    ("plugins", "list"): plugins_list,
-    ("components", "list"): components_list,
-    ("components", "show"): components_show,
-    ("config", "check"): config_check,
-    ("train", None): "train",
-    ("test", None): "test",
-    ("ablation", None): "ablation",
-    ("run", None): "run",
-    ("synth", None): "synth",
-    ("export", None): "export",
-    ("crop", None): "crop",
-    ("masks", None): "masks",
-    ("quickstart", None): "quickstart",
-}
 
 
 # ---------------------------------------------------------------------- helpers

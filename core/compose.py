@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from deblurstack.config import Config, config_from_dict, load_config
-from deblurstack.errors import CheckpointError, ConfigError, DeblurstackError, did_you_mean
+from deblurstack.errors import CheckpointError, ConfigError, DeblurstackError, did_you_mean, one_line
 from deblurstack.params import Signature, read_signature, references
 from deblurstack.records import IMAGE_CHANNELS, KINDS, ComponentRecord
 from deblurstack.registry import Component, PluginManager, get_plugin_manager
@@ -97,7 +97,7 @@ class ResolvedNode:
         except DeblurstackError as error:  # already one line: add where it happened
             raise ConfigError(f"{self.source}: {self.keypath}: {error}") from error
         except Exception as error:
-            message = " ".join(str(error).split())
+            message = one_line(error)
             raise ConfigError(
                 f"{self.source}: {self.keypath}: {self.record.kind} {self.type!r} could not be built: "
                 f"{type(error).__name__}: {message}"

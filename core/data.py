@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from deblurstack.errors import DeblurstackError
+from deblurstack.errors import DeblurstackError, one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: ``key(sample rng)``: what a training sampler hands the dataset with each index
@@ -63,7 +63,7 @@ def _decode(path: Path, flags: int, what: str) -> np.ndarray:
     try:
         image = cv2.imdecode(data, flags)
     except cv2.error as error:  # e.g. a header claiming more pixels than OpenCV decodes
-        reason = "too large to decode" if "CV_IO_MAX_IMAGE_PIXELS" in str(error) else " ".join(str(error).split())
+        reason = "too large to decode" if "CV_IO_MAX_IMAGE_PIXELS" in str(error) else one_line(error)
         raise ImageError(f"{path}: not a readable {what}: {reason}") from None
     if image is None:
         raise ImageError(f"{path}: not a readable {what} (truncated or unknown format)")

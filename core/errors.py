@@ -45,7 +45,25 @@ class PluginWarning(UserWarning):
     """A plugin was skipped (it failed to import, its hook raised, or a record was malformed)."""
 
 
+def one_line(error: BaseException | str, limit: int | None = None) -> str:
+    """An error's message on one line (whitespace runs collapsed), cut to ``limit`` characters."""
+    text = " ".join(str(error).split())
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for the closest choice, or ``""`` when nothing is close."""
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DeblurstackError",
+    "PluginError",
+    "PluginWarning",
+    "TrainingError",
+    "did_you_mean",
+    "one_line",
+]

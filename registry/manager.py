@@ -21,7 +21,7 @@ from typing import Any
 import pluggy
 
 from deblurstack import hookspecs
-from deblurstack.errors import PluginError, PluginWarning, did_you_mean
+from deblurstack.errors import PluginError, PluginWarning, did_you_mean, one_line
 from deblurstack.markers import PROJECT_NAME
 from deblurstack.records import KINDS, ComponentRecord
 
@@ -169,11 +169,16 @@ class PluginManager(pluggy.PluginManager):
         table = self.components(kind)
         if name in table:
             return table[name]
+        # a plugin that failed to load may be the one that provides it: say so rather than only "unknown"
+        failed = "".join(f"; {failure} (it may provide {name!r})" for failure in self.failures)
         if not table:
             raise PluginError(
                 f"unknown {kind} {name!r}: no {kind} is registered (is the plugin that provides it installed?)"
+                + failed
             )
-        raise PluginError(f"unknown {kind} {name!r}{did_you_mean(name, table)} (choose from: {', '.join(table)})")
+        raise PluginError(
+            f"unknown {kind} {name!r}{did_you_mean(name, table)} (choose from: {', '.join(table)}){failed}"
+        )
 
     def resolve(self, kind: str, type_name: str) -> tuple[Component, str | None, dict[str, Any]]:
         """``name`` or ``name.preset`` -> the component, the preset name (or None) and its parameters."""
@@ -269,7 +274,7 @@ class PluginManager(pluggy.PluginManager):
 
 
 def _describe(error: BaseException) -> str:
-    text = " ".join(str(error).split())
+    text = one_line(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 

@@ -41,8 +41,8 @@ def test_components_show_prints_parameters_presets_and_size(capsys):
     assert main(["components", "show", "unet.tiny"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("backbone unet.tiny  (plugin unet, deblurstack 0.1.0)")
-    assert "    width: int = 8  channels of the first level (BladeNet: 64)." in out
-    assert "    depth: int = 2  number of down-sampling levels (BladeNet: 4)." in out
+    assert "    width: int in [2, 4096] = 8  channels of the first level (BladeNet: 64)." in out
+    assert "    depth: int in [1, 10] = 2  number of down-sampling levels (BladeNet: 4)." in out
     assert "    unet.bladenet: width=64, depth=4, output=sigmoid" in out
     assert "insertion_points: [decoder_s1, decoder_s2, decoder_s4, decoder_s8]" in out
     assert "size: 0.02 M parameters (16,731), 0.34 GMACs at 256x256" in out  # 336.6 M MACs by hand
@@ -75,18 +75,22 @@ def test_config_check_applies_overrides(capsys):
     assert "    width: 4\n" in capsys.readouterr().out
 
 
-def test_overrides_may_follow_options_and_anything_else_is_refused(capsys):
+def test_overrides_may_follow_options_and_anything_else_is_refused(tmp_path, capsys):
     config = str(EXAMPLES / "sam_deblur" / "small.yaml")
-    assert main(["config", "check", config, "--variant", "cat", "stack.backbone.width=4", "seed=3"]) == 0
+    for folder in ("train/input", "train/target", "test/input", "test/target"):  # the data folders must exist
+        (tmp_path / folder).mkdir(parents=True)
+    data = f"vars.data={tmp_path}"
+    assert main(["config", "check", config, "--variant", "cat", data, "stack.backbone.width=4", "seed=3"]) == 0
     out = capsys.readouterr().out
     assert "    width: 4\n" in out and "\nseed: 3\n" in out and "  - type: sam_cat\n" in out
     with pytest.raises(SystemExit) as caught:
         main(["config", "check", config, "--variant", "cat", "stack.backbone.width=4", "stray"])
     assert caught.value.code == 2
     assert "unrecognized arguments: stack.backbone.width=4 stray" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # run's positionals are inputs; its overrides come only with --set
-        main(["run", config, "photo.png", "--out", "o", "seed=3"])
-    assert "unrecognized arguments: seed=3" in capsys.readouterr().err
+    photo = tmp_path / "photo.png"
+    for where in (["stack.backbone.widht=4", str(photo), "--out", "o"], [str(photo), "--out", "o", "stack.backbone.widht=4"]):
+        assert main(["run", config, data, *where]) == 2  # run takes overrides as every command does, anywhere
+        assert "stack.backbone.widht: unknown parameter of backbone 'nafnet'" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2_with_one_line(capsys):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from deblurstack import PluginError, PluginWarning
+from deblurstack import ConfigError, PluginError, PluginWarning, resolve_config
 from deblurstack.registry import PluginManager, create_plugin_manager
 
 GOOD_PLUGIN = """
@@ -48,6 +48,21 @@ def test_a_plugin_that_fails_to_import_is_reported_and_skipped(installed):
         manager = create_plugin_manager()
     assert "good_loss" in manager.components("loss") and "unet" in manager.components("backbone")
     assert [f.plugin for f in manager.failures] == ["broken"]
+
+
+def test_naming_a_component_of_a_plugin_that_failed_to_load_says_why(installed):
+    installed("deblurstack-lode", {"lode_plugin": "import not_a_module_anywhere\n"}, {"lode": "lode_plugin"})
+    with pytest.warns(PluginWarning):
+        manager = create_plugin_manager()
+    config = {"stack": {"priors": [{"type": "lbp"}], "backbone": {"type": "unet"}, "losses": [{"type": "l1"}]}}
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(config, manager=manager)
+    (problem,) = caught.value.problems
+    assert problem.startswith("<dict>: stack.priors[0].type: unknown prior 'lbp'")
+    assert problem.endswith(
+        "plugin 'lode' (deblurstack-lode 1.0): failed to load: ModuleNotFoundError: "
+        "No module named 'not_a_module_anywhere' (it may provide 'lbp')"
+    )
 
 
 def test_strict_mode_makes_a_failing_plugin_fatal(installed, monkeypatch):

@@ -1,281 +1,504 @@
-"""The engine's command-line commands: train, test, ablation, run, export, synth, masks, crop, quickstart.
+"""The engine's commands: train, test, ablation, run, export, synth, masks, crop, quickstart.
 
-Each takes the parsed arguments of ``deblurstack.cli``; problems the user can fix raise
+Each command is a typed function, usable from Python (``train(config, overrides, runs_dir=...)``), and a thin
+command-line adapter beside it: ``<name>_command(parser)`` declares the command's arguments and returns the
+handler that calls the function with them. Problems the user can fix raise
 :class:`~deblurstack.DeblurstackError` subclasses, which the CLI prints as one line.
+
+Config overrides (``KEY=VALUE``) follow the config file on every command's command line, before or after the
+options. This module imports no torch at load time, so building the parser stays cheap.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.resources
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from deblurstack.checkpoint import load_stack_weights
-from deblurstack.engine.checkpoints import Checkpoints
+from deblurstack.engine import TILE_OVERLAP
 from deblurstack.errors import ConfigError
+
+if TYPE_CHECKING:
+    from deblurstack.compose import ResolvedConfig
+    from deblurstack.engine.evaluation import Evaluation
 
 #: the example configs, shipped with the package (``examples/`` of the source tree)
 EXAMPLES = Path(str(importlib.resources.files("deblurstack.examples")))
+Weights = Literal["auto", "ema", "model"]
+Handler = Callable[[argparse.Namespace], Any]
 
 
-def train(args: argparse.Namespace) -> None:
-    train_run(args)
+# ---------------------------------------------------------------------- train
 
 
-def train_run(args: argparse.Namespace) -> Path:
-    """Train; returns the run folder."""
+def train(
+    config: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    runs_dir: str | Path = "runs",
+    resume: str | None = None,
+    device: str = "auto",
+    variant: str | None = None,
+    command_line: str = "",
+) -> Path:
+    """Train the stack a config describes; returns the run folder. ``resume``: ``"latest"`` or a checkpoint."""
     from deblurstack.engine import distributed
     from deblurstack.engine.training import prepare_training
 
-    job, trainer = prepare_training(
-        args.file,
-        args.overrides,
-        args.runs_dir,
-        args.resume,
-        args.device,
-        command=getattr(args, "command_line", ""),
-        variant=getattr(args, "variant", None),
-    )
+    job, trainer = prepare_training(config, overrides, runs_dir, resume, device, command_line, variant)
     try:
         trainer.fit(job)
     finally:
         distributed.teardown()
-    if job.distributed.is_main:
-        print(f"run folder: {job.run.directory}")
     return job.run.directory
 
 
-def test(args: argparse.Namespace) -> None:
-    score(args, echo=True)
+def train_command(parser: argparse.ArgumentParser) -> Handler:
+    _config_arguments(parser)
+    parser.add_argument("--runs-dir", default="runs", help="folder of run folders (default: runs)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="CHECKPOINT",
+        help="continue the run named in the config from its newest checkpoint, or from CHECKPOINT",
+    )
+
+    def handle(args: argparse.Namespace) -> None:
+        folder = train(
+            args.file,
+            args.overrides,
+            runs_dir=args.runs_dir,
+            resume=args.resume,
+            device=args.device,
+            variant=args.variant,
+            command_line=args.command_line,
+        )
+        if _is_main_process():
+            print(f"run folder: {folder}")
+
+    return handle
 
 
-def score(args: argparse.Namespace, echo: bool = False) -> Any:
-    """Evaluate a checkpoint on a data split and write the report; returns the Evaluation (main process)."""
+# ---------------------------------------------------------------------- test
+
+
+def test(
+    config: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    checkpoint: str | Path | None = None,
+    weights: Weights = "auto",
+    split: str = "test",
+    out: str | Path | None = None,
+    save_images: bool = False,
+    skip_bad: bool = False,
+    tile: int | None = None,
+    overlap: int = TILE_OVERLAP,
+    tlc: int | None = None,
+    device: str = "auto",
+    variant: str | None = None,
+) -> tuple[Evaluation, Path] | None:
+    """Score a checkpoint (or the weights the config names) on a data split and write the report (never over
+    another report); returns the evaluation and the report folder on the main process, None on other ranks."""
     from deblurstack.compose import resolve_config
     from deblurstack.engine import distributed
     from deblurstack.engine.evaluation import evaluate, write_report
 
-    overrides = _tlc_override(args) + ([f"data.{args.split}.skip_bad=true"] if args.skip_bad else [])
-    resolved = resolve_config(args.file, overrides, variant=getattr(args, "variant", None))
-    if args.split not in resolved.datasets:
-        raise ConfigError(f"{args.file}: data.{args.split}: no such split (splits: {', '.join(resolved.datasets)})")
+    overrides = [*_with_tlc(overrides, tlc), *([f"data.{split}.skip_bad=true"] if skip_bad else [])]
+    resolved = resolve_config(config, overrides, variant=variant)
+    if split not in resolved.datasets:
+        raise ConfigError(f"{config}: data.{split}: no such split (splits: {', '.join(resolved.datasets)})")
     metrics = resolved.build_metrics()
     if not metrics:
-        raise ConfigError(f"{args.file}: metrics: none configured; add e.g. metrics: [{{type: psnr}}, {{type: ssim}}]")
-    place = distributed.setup(args.device)
+        raise ConfigError(f"{config}: metrics: none configured; add e.g. metrics: [{{type: psnr}}, {{type: ssim}}]")
+    folder = Path(out) if out else _report_folder(checkpoint, resolved, split)
+    if (folder / "summary.md").exists():
+        raise ConfigError(f"--out {folder}: already holds a report; choose another folder (reports are never replaced)")
+    place = distributed.setup(device)
     try:
         stack = resolved.build_stack()
-        weights = _load_weights(stack, resolved, args)
+        loaded = _load_weights(stack, resolved, config, checkpoint, weights)
         stack.to(place.device)
         for metric in metrics:
             metric.module.to(place.device)
-        dataset = resolved.build_dataset(args.split)
-        out = Path(args.out) if args.out else _default_report_folder(args.checkpoint, resolved, args.split)
-        if (out / "summary.md").exists():
-            raise ConfigError(f"--out {out}: already holds a report; choose another folder (reports are never replaced)")
-        images = out / "images" if args.save_images else None
-        result = evaluate(stack, dataset, metrics, place, save_to=images, tile=args.tile, overlap=args.overlap)
+        dataset = resolved.build_dataset(split)
+        images = folder / "images" if save_images else None
+        result = evaluate(stack, dataset, metrics, place, save_to=images, tile=tile, overlap=overlap)
     finally:
         distributed.teardown()
     if not place.is_main:
         return None
-    tiling = "whole images" if not args.tile else f"overlapping tiles of {args.tile} px, overlap {args.overlap} px"
-    notes = [f"weights: {weights}", f"data: data.{args.split} = {resolved.datasets[args.split].type}", tiling]
-    if tlc := resolved.backbone.options.get("tlc"):
-        height, width = tlc["train_size"]
+    tiling = "whole images" if not tile else f"overlapping tiles of {tile} px, overlap {overlap} px"
+    notes = [f"weights: {loaded}", f"data: data.{split} = {resolved.datasets[split].type}", tiling]
+    if backbone_tlc := resolved.backbone.options.get("tlc"):
+        height, width = backbone_tlc["train_size"]
         notes.append(f"TLC: global average pools replaced by local ones for training size {height}x{width}")
-    _, summary = write_report(result, metrics, out, f"{resolved.data.get('name', 'evaluation')}: {args.split}", notes)
-    if echo:
-        print(summary.read_text())
-    return result
+    write_report(result, metrics, folder, f"{resolved.data.get('name', 'evaluation')}: {split}", notes)
+    return result, folder
 
 
-def _tlc_override(args: argparse.Namespace) -> list[str]:
-    """The command's overrides, plus ``--tlc TRAIN_SIZE`` as the backbone's ``tlc`` option."""
-    tlc = getattr(args, "tlc", None)
-    return [*args.overrides, *([f"stack.backbone.tlc={{train_size: {tlc}}}"] if tlc is not None else [])]
+def test_command(parser: argparse.ArgumentParser) -> Handler:
+    _config_arguments(parser)
+    _weights_arguments(parser)
+    parser.add_argument("--split", default="test", help="data split to score (default: test)")
+    parser.add_argument("--out", help="report folder (default: <checkpoint's run folder>/evaluation/<split>)")
+    parser.add_argument("--save-images", action="store_true", help="also write the output images")
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")
+
+    def handle(args: argparse.Namespace) -> None:
+        done = test(
+            args.file,
+            args.overrides,
+            **_weights_options(args),
+            split=args.split,
+            out=args.out,
+            save_images=args.save_images,
+            skip_bad=args.skip_bad,
+            device=args.device,
+            variant=args.variant,
+        )
+        if done is not None:
+            print((done[1] / "summary.md").read_text())
+
+    return handle
 
 
-def ablation(args: argparse.Namespace) -> None:
-    """Train and score every variant of a config; one table of the means."""
+# ---------------------------------------------------------------------- ablation
+
+
+def ablation(
+    config: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    variants: Sequence[str] | None = None,
+    split: str = "test",
+    runs_dir: str | Path = "runs",
+    device: str = "auto",
+) -> Path:
+    """Train and score every variant of a config (or ``variants``) into one Markdown table; returns its file."""
     from deblurstack.config import load_config
     from deblurstack.data import write_bytes_atomic
+    from deblurstack.engine.checkpoints import Checkpoints
 
-    base = load_config(args.file, args.overrides)
-    names = args.variants.split(",") if args.variants else base.variants
+    base = load_config(config, overrides)
+    names = list(variants or base.variants)
     if not names:
-        raise ConfigError(f"{args.file}: variants: none defined (an ablation runs each variant of the file)")
+        raise ConfigError(f"{config}: variants: none defined (an ablation runs each variant of the file)")
     rows = []
     for name in names:
-        run = argparse.Namespace(**vars(args), variant=name, resume=None)
-        folder = train_run(run)
-        checkpoint = folder / "checkpoints" / "best.pth"
-        if not checkpoint.exists():
-            checkpoint = Checkpoints(folder / "checkpoints").latest()
-        result = score(
-            argparse.Namespace(
-                **vars(run),
-                checkpoint=str(checkpoint),
-                weights="auto",
-                out=None,
-                save_images=False,
-                skip_bad=False,
-                tile=None,
-                overlap=32,
-            )
-        )
+        folder = train(config, overrides, runs_dir=runs_dir, device=device, variant=name)
+        best = folder / "checkpoints" / "best.pth"
+        weights = best if best.exists() else Checkpoints(folder / "checkpoints").latest()
+        result, _ = test(config, overrides, checkpoint=weights, split=split, device=device, variant=name)
         rows.append((name, result.means(), result.means("input_")))
     metrics = list(rows[0][1])
+    title = base.data.get("name", Path(config).stem)
     lines = [
-        f"# {base.data.get('name', Path(args.file).stem)}: ablation on data.{args.split}",
+        f"# {title}: ablation on data.{split}",
         "",
         "| variant | " + " | ".join(metrics) + " |",
         "|---|" + "---|" * len(metrics),
         "| blurry input | " + " | ".join(f"{rows[0][2].get(m, float('nan')):.4f}" for m in metrics) + " |",
     ]
     lines += [f"| {name} | " + " | ".join(f"{means[m]:.4f}" for m in metrics) + " |" for name, means, _ in rows]
-    report = Path(args.runs_dir) / f"{base.data.get('name', Path(args.file).stem)}-ablation.md"
+    report = Path(runs_dir) / f"{title}-ablation.md"
     write_bytes_atomic(report, ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
-    print(f"\nablation table: {report}")
+    return report
 
 
-def run(args: argparse.Namespace) -> None:
-    import torch
+def ablation_command(parser: argparse.ArgumentParser) -> Handler:
+    parser.add_argument("file", help="YAML config with a variants section")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides applied to every variant")
+    parser.add_argument("--variants", help="comma-separated subset (default: all, in file order)")
+    parser.add_argument("--split", default="test", help="data split to score (default: test)")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
 
+    def handle(args: argparse.Namespace) -> None:
+        variants = args.variants.split(",") if args.variants else None
+        report = ablation(
+            args.file, args.overrides, variants=variants, split=args.split, runs_dir=args.runs_dir, device=args.device
+        )
+        print(f"ablation table: {report}\n\n{report.read_text()}", end="")
+
+    return handle
+
+
+# ---------------------------------------------------------------------- run
+
+
+def run(
+    config: str | Path,
+    inputs: Sequence[str],
+    out: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    checkpoint: str | Path | None = None,
+    weights: Weights = "auto",
+    tile: int | None = None,
+    overlap: int = TILE_OVERLAP,
+    tlc: int | None = None,
+    aux_from: str = "test",
+    skip_bad: bool = False,
+    device: str = "auto",
+    variant: str | None = None,
+) -> tuple[list[Path], list[str]]:
+    """Deblur image files, folders or glob patterns into ``out``; returns the files written and the problems of
+    the files skipped (``skip_bad``). The priors' inputs (SAM masks, say) come from the mask sources of the data
+    split ``aux_from``."""
     from deblurstack.compose import resolve_config
+    from deblurstack.engine.distributed import resolve_device
     from deblurstack.engine.inference import expand_inputs, run_on_files
 
-    resolved = resolve_config(args.file, _tlc_override(args))
+    resolved = resolve_config(config, _with_tlc(overrides, tlc), variant=variant)
     needed = {name: node for node in resolved.priors for name in node.record.requires}
     sources = {}
-    if needed:  # the priors' inputs come from the mask sources of one data split (SAM masks, say)
-        split = args.aux_from
-        if split not in resolved.datasets:
+    if needed:
+        if aux_from not in resolved.datasets:
             raise ConfigError(
-                f"{args.file}: data.{split}: no such split to take the priors' inputs from "
+                f"{config}: data.{aux_from}: no such split to take the priors' inputs from "
                 f"(--aux-from; splits: {', '.join(resolved.datasets) or 'none'})"
             )
-        given = resolved.datasets[split].aux
+        given = resolved.datasets[aux_from].aux
         for name, node in needed.items():
             if name not in given:
                 raise ConfigError(
-                    f"{args.file}: {node.keypath}: prior {node.type!r} needs input {name!r}: give "
-                    f"data.{split}.aux.{name} a mask source (--aux-from picks another split)"
+                    f"{config}: {node.keypath}: prior {node.type!r} needs input {name!r}: give "
+                    f"data.{aux_from}.aux.{name} a mask source (--aux-from picks another split)"
                 )
-        sources = {name: source for name, source in resolved.build_aux_sources(split).items() if name in needed}
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else args.device
-        if args.device != "auto"
-        else "cpu"
-    )
+        sources = {name: source for name, source in resolved.build_aux_sources(aux_from).items() if name in needed}
+    place = resolve_device(device)
     stack = resolved.build_stack()
-    _load_weights(stack, resolved, args)
-    written, skipped = run_on_files(
-        stack.to(device),
-        expand_inputs(args.inputs),
-        Path(args.out),
-        device,
-        args.tile,
-        args.overlap,
-        sources,
-        skip_bad=args.skip_bad,
+    _load_weights(stack, resolved, config, checkpoint, weights)
+    files = expand_inputs(inputs)
+    return run_on_files(stack.to(place), files, Path(out), place, tile, overlap, sources, skip_bad=skip_bad)
+
+
+def run_command(parser: argparse.ArgumentParser) -> Handler:
+    parser.add_argument("file", help="YAML config file of the stack")
+    parser.add_argument(
+        "inputs", nargs="+", help="image files, folders or glob patterns, and any dotted overrides (KEY=VALUE)"
     )
-    for problem in skipped:
-        print(f"skipped: {problem}")
-    print(f"{len(written)} image(s) written to {args.out}" + (f", {len(skipped)} skipped" if skipped else ""))
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    parser.add_argument("--variant", help="apply one of the file's variants first")
+    parser.add_argument(
+        "--aux-from",
+        default="test",
+        metavar="SPLIT",
+        help="data split whose aux mask sources compute the priors' inputs (default: test)",
+    )
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed at the end)")
+    _weights_arguments(parser)
+    parser.set_defaults(overrides=[])
+
+    def handle(args: argparse.Namespace) -> None:
+        # an argument that names no file and reads KEY=VALUE is an override, as on every other command
+        overrides = [a for a in args.inputs if is_override(a) and not Path(a).exists()]
+        inputs = [a for a in args.inputs if a not in overrides]
+        written, skipped = run(
+            args.file,
+            inputs,
+            args.out,
+            [*overrides, *args.overrides],
+            **_weights_options(args),
+            aux_from=args.aux_from,
+            skip_bad=args.skip_bad,
+            device=args.device,
+            variant=args.variant,
+        )
+        for problem in skipped:
+            print(f"skipped: {problem}")
+        print(f"{len(written)} image(s) written to {args.out}" + (f", {len(skipped)} skipped" if skipped else ""))
+
+    return handle
 
 
-def export(args: argparse.Namespace) -> None:
+# ---------------------------------------------------------------------- export
+
+
+def export(
+    config: str | Path,
+    out: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    checkpoint: str | Path | None = None,
+    weights: Weights = "auto",
+    variant: str | None = None,
+) -> str:
+    """Export the stack to ONNX, checked with onnxruntime; returns a one-line account of the export."""
+    from deblurstack.checkpoint import load_stack_weights
     from deblurstack.compose import resolve_config
     from deblurstack.engine.export import CHECK_SIZE, export_onnx
 
-    resolved = resolve_config(args.file, args.overrides)
+    resolved = resolve_config(config, overrides, variant=variant)
     for node in resolved.priors:
         if node.record.requires:
             raise ConfigError(
-                f"{args.file}: {node.keypath}: prior {node.type!r} needs input "
+                f"{config}: {node.keypath}: prior {node.type!r} needs input "
                 f"{', '.join(node.record.requires)}; exported stacks take the image only"
             )
     stack = resolved.build_stack()
-    weights = load_stack_weights(stack, Path(args.checkpoint), args.weights) if args.checkpoint else "random weights"
-    route, difference = export_onnx(stack, args.out)
-    print(
-        f"{args.out}: ONNX by {route}, {weights}; on a {CHECK_SIZE[0]}x{CHECK_SIZE[1]} input it differs from "
-        f"PyTorch by at most {difference:.2e}"
-    )
+    loaded = load_stack_weights(stack, Path(checkpoint), weights) if checkpoint else "random weights"
+    route, difference = export_onnx(stack, out)
+    height, width = CHECK_SIZE
+    return f"{out}: ONNX by {route}, {loaded}; on a {height}x{width} input it differs from PyTorch by at most {difference:.2e}"
 
 
-def synth(args: argparse.Namespace) -> None:
+def export_command(parser: argparse.ArgumentParser) -> Handler:
+    parser.add_argument("file", help="YAML config file of the stack")
+    parser.add_argument("out", help="output .onnx file")
+    parser.add_argument("overrides", nargs="*", help="dotted config overrides")
+    parser.add_argument("--checkpoint", help="weights to export (default: random, for a trial export)")
+    parser.add_argument("--weights", choices=("auto", "ema", "model"), default="auto")
+    parser.add_argument("--variant", help="apply one of the file's variants first")
+
+    def handle(args: argparse.Namespace) -> None:
+        print(export(args.file, args.out, args.overrides, checkpoint=args.checkpoint, weights=args.weights,
+                     variant=args.variant))
+
+    return handle
+
+
+# ---------------------------------------------------------------------- synth, masks, crop
+
+
+def synth(
+    source: str | Path,
+    out: str | Path,
+    *,
+    synthesizer: str = "motion_blur",
+    params: dict[str, Any] | None = None,
+    per_image: int = 1,
+    seed: int = 0,
+    max_side: int | None = None,
+) -> list[str]:
+    """Make pairs ``<out>/input``, ``<out>/target`` (one folder: no train/test split) with any synthesizer."""
     from deblurstack.compose import resolve_node
     from deblurstack.engine.prepare import synthesize
 
-    node = {"type": args.type, **_parse_settings(args.params)}
-    resolved = resolve_node("synthesizer", node, "--type / --set")
+    resolved = resolve_node("synthesizer", {"type": synthesizer, **(params or {})}, "--type / --set")
     frames = resolved.record.frames
     frames = resolved.params[frames] if isinstance(frames, str) else frames
-    names = synthesize(
-        args.source,
-        args.out,
-        resolved.build(),
-        frames,
-        args.seed,
-        args.per_image,
-        args.max_side,
-        resolved.record.provides,
+    return synthesize(source, out, resolved.build(), frames, seed, per_image, max_side, resolved.record.provides)
+
+
+def synth_command(parser: argparse.ArgumentParser) -> Handler:
+    parser.add_argument(
+        "source", help="folder of sharp images (or of frame sequences), or 'skimage' for the photos scikit-image ships"
     )
-    print(f"{len(names)} pairs written to {Path(args.out) / 'input'} and {Path(args.out) / 'target'}")
+    parser.add_argument("out", help="output folder: <out>/input, <out>/target (one split; run it once per split)")
+    parser.add_argument("--type", default="motion_blur", help="synthesizer (default: motion_blur)")
+    parser.add_argument(
+        "--set",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="synthesizer parameter (repeatable), e.g. --set max_length=25",
+    )
+    parser.add_argument("--per-image", type=int, default=1, help="pairs made from each source image")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-side", type=int, help="downscale larger images to this longer side first")
+
+    def handle(args: argparse.Namespace) -> None:
+        names = synth(
+            args.source,
+            args.out,
+            synthesizer=args.type,
+            params=_parse_settings(args.params),
+            per_image=args.per_image,
+            seed=args.seed,
+            max_side=args.max_side,
+        )
+        print(f"{len(names)} pairs written to {Path(args.out) / 'input'} and {Path(args.out) / 'target'}")
+
+    return handle
 
 
-def masks(args: argparse.Namespace) -> None:
-    """Compute the auxiliary maps of every image in advance, into the caches the config names."""
+def masks(
+    config: str | Path, overrides: Sequence[str] = (), *, split: str | None = None, variant: str | None = None
+) -> list[str]:
+    """Compute the auxiliary maps of every image in advance, into the caches the config names; one line a split."""
     from tqdm import tqdm
 
     from deblurstack.compose import resolve_config
     from deblurstack.masks import CachedSource
 
-    resolved = resolve_config(args.file, args.overrides, variant=args.variant)
-    splits = [args.split] if args.split else [s for s, node in resolved.datasets.items() if node.aux]
-    for split in splits:
-        node = resolved.datasets.get(split)
+    resolved = resolve_config(config, overrides, variant=variant)
+    splits = [split] if split else [s for s, node in resolved.datasets.items() if node.aux]
+    lines = []
+    for name in splits:
+        node = resolved.datasets.get(name)
         if node is None or not node.aux:
-            raise ConfigError(f"{args.file}: data.{split}: no auxiliary inputs with a mask source to compute")
-        uncached = [f"data.{split}.aux.{name}" for name, source in node.aux.items() if not source.options.get("cache")]
+            raise ConfigError(f"{config}: data.{name}: no auxiliary inputs with a mask source to compute")
+        uncached = [f"data.{name}.aux.{key}" for key, source in node.aux.items() if not source.options.get("cache")]
         if uncached:
-            raise ConfigError(f"{args.file}: {uncached[0]}: set `cache: <folder>` so that computed maps are kept")
-        dataset = resolved.build_dataset(split)
-        for pair in tqdm(dataset.pairs, desc=f"maps for data.{split}", unit="image"):
+            raise ConfigError(f"{config}: {uncached[0]}: set `cache: <folder>` so that computed maps are kept")
+        dataset = resolved.build_dataset(name)
+        for pair in tqdm(dataset.pairs, desc=f"maps for data.{name}", unit="image"):
             dataset.load(pair)
         caches = [s for s in dataset.aux_sources.values() if isinstance(s, CachedSource)]
         made = sum(cache.generated for cache in caches)
-        print(
-            f"data.{split}: {len(dataset.pairs)} images, {made} maps computed, "
+        lines.append(
+            f"data.{name}: {len(dataset.pairs)} images, {made} maps computed, "
             f"{len(dataset.pairs) * len(caches) - made} already cached"
         )
+    return lines
 
 
-def crop(args: argparse.Namespace) -> None:
+def masks_command(parser: argparse.ArgumentParser) -> Handler:
+    parser.add_argument("file", help="YAML config whose data sections name mask sources with a cache")
+    parser.add_argument("overrides", nargs="*", help="dotted config overrides")
+    parser.add_argument("--split", help="only this data split (default: every split with auxiliary inputs)")
+    parser.add_argument("--variant", help="apply one of the file's variants first")
+    return lambda args: print("\n".join(masks(args.file, args.overrides, split=args.split, variant=args.variant)))
+
+
+def crop(sources: Sequence[str | Path], out: str | Path, *, size: int = 512, stride: int = 256) -> dict[str, int]:
+    """Cut each folder into overlapping crops under ``<out>/<folder name>``; returns the crops per folder."""
     from deblurstack.engine.prepare import crop_folder
 
-    for source in args.sources:
-        count = crop_folder(source, Path(args.out) / Path(source).name, args.size, args.stride)
-        print(f"{source}: {count} crops of {args.size} px (stride {args.stride})")
+    return {str(source): crop_folder(source, Path(out) / Path(source).name, size, stride) for source in sources}
 
 
-def quickstart(args: argparse.Namespace) -> None:
-    """Synthesize a small dataset from the bundled photos, train a small stack, evaluate it."""
+def crop_command(parser: argparse.ArgumentParser) -> Handler:
+    parser.add_argument("sources", nargs="+", help="folders to cut; each goes to <out>/<folder name>")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--stride", type=int, default=256)
+
+    def handle(args: argparse.Namespace) -> None:
+        for source, count in crop(args.sources, args.out, size=args.size, stride=args.stride).items():
+            print(f"{source}: {count} crops of {args.size} px (stride {args.stride})")
+
+    return handle
+
+
+# ---------------------------------------------------------------------- quickstart
+
+
+def quickstart(
+    *,
+    data: str | Path = "data/quickstart",
+    runs_dir: str | Path = "runs",
+    overrides: Sequence[str] = (),
+    data_only: bool = False,
+) -> Path | None:
+    """Synthesize a small dataset from the bundled photos (train and test splits), train a small stack on CPU,
+    and score it on the held-out photos; returns the run folder (None with ``data_only``)."""
     from deblurstack.compose import resolve_node
     from deblurstack.config import load_config
     from deblurstack.engine.prepare import EMBEDDED, EMBEDDED_PHOTOS, synthesize
 
     config = EXAMPLES / "quickstart.yaml"
-    data = Path(args.data)
-    overrides = [f"vars.data={data}", *args.overrides]
+    data = Path(data)
+    overrides = [f"vars.data={data}", *overrides]
     recipe = load_config(config, overrides).data["vars"]  # not resolved: the data folders do not exist yet
     blur = resolve_node("synthesizer", recipe["blur"], "vars.blur", source=str(config)).build()
     held_out = list(recipe["test_photos"])
@@ -292,32 +515,96 @@ def quickstart(args: argparse.Namespace) -> None:
                 names=names,
             )
     print(f"quickstart data: {data} (train: {', '.join(splits['train'])}; test: {', '.join(held_out)})")
-    if args.data_only:
-        return
-    run_folder = train_run(
-        argparse.Namespace(file=str(config), overrides=overrides, runs_dir=args.runs_dir, resume=None, device="cpu")
-    )
-    checkpoint = run_folder / "checkpoints" / "best.pth"
-    test(
-        argparse.Namespace(
-            file=str(config),
-            overrides=overrides,
-            checkpoint=str(checkpoint),
-            weights="auto",
-            split="test",
-            out=str(run_folder / "evaluation"),
-            save_images=True,
-            skip_bad=False,
-            tile=None,
-            overlap=32,
-            device="cpu",
-        )
-    )
-    grids = sorted((run_folder / "images").glob("step_*.png"))
-    print(f"image grid (input | output | target): {grids[-1] if grids else 'none'}")
+    if data_only:
+        return None
+    folder = train(config, overrides, runs_dir=runs_dir, device="cpu")
+    done = test(config, overrides, checkpoint=folder / "checkpoints" / "best.pth", out=folder / "evaluation",
+                save_images=True, device="cpu")
+    print((done[1] / "summary.md").read_text())
+    return folder
 
 
-# ---------------------------------------------------------------------- helpers
+def quickstart_command(parser: argparse.ArgumentParser) -> Handler:
+    parser.add_argument("--data", default="data/quickstart", help="where the synthetic dataset goes")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--data-only", action="store_true", help="only synthesize the data (for other examples)")
+    parser.add_argument("overrides", nargs="*", help="overrides of the quickstart config (examples/quickstart.yaml)")
+
+    def handle(args: argparse.Namespace) -> None:
+        folder = quickstart(data=args.data, runs_dir=args.runs_dir, overrides=args.overrides, data_only=args.data_only)
+        if folder is not None:
+            grids = sorted((folder / "images").glob("step_*.png"))
+            print(f"run folder: {folder}")
+            print(f"image grid (input | output | target): {grids[-1] if grids else 'none'}")
+
+    return handle
+
+
+#: command name -> (one-line help, adapter); ``deblurstack.cli`` adds each as a subcommand
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] = {
+    "train": ("train a stack (torchrun for several processes)", train_command),
+    "ablation": ("train and score every variant of a config", ablation_command),
+    "test": ("score a trained stack on a data split", test_command),
+    "run": ("deblur image files", run_command),
+    "export": ("export a stack to ONNX (checked with onnxruntime)", export_command),
+    "synth": ("make a paired dataset from sharp images", synth_command),
+    "masks": ("compute the auxiliary maps (SAM masks ...) in advance", masks_command),
+    "crop": ("cut images into overlapping crops (GoPro 512/256)", crop_command),
+    "quickstart": ("synthesize data from the bundled photos, train, evaluate (CPU, minutes)", quickstart_command),
+}
+
+
+# ---------------------------------------------------------------------- shared pieces
+
+
+def is_override(argument: str) -> bool:
+    """Whether a command-line argument reads as a dotted config override ``KEY=VALUE``."""
+    return "=" in argument and not argument.startswith("-")
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="YAML config file")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.iterations=100")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    parser.add_argument("--variant", help="apply one of the file's variants first")
+
+
+def _weights_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        help="training checkpoint or state dict of the stack (default: the weights the config names: "
+        "stack.checkpoint or components')",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=("auto", "ema", "model"),
+        default="auto",
+        help="EMA weights (params_ema) or the trained ones (params); auto: EMA when saved",
+    )
+    parser.add_argument("--tile", type=int, help="run in overlapping tiles of this size (bounded memory)")
+    parser.add_argument("--overlap", type=int, default=TILE_OVERLAP, help=f"tile overlap in pixels ({TILE_OVERLAP})")
+    parser.add_argument(
+        "--tlc",
+        type=int,
+        metavar="TRAIN_SIZE",
+        help="test-time local converter for a model trained on patches of this size (NAFNetLocal: 256); "
+        "the same as the override stack.backbone.tlc.train_size=TRAIN_SIZE",
+    )
+
+
+def _weights_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "checkpoint": args.checkpoint,
+        "weights": args.weights,
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "tlc": args.tlc,
+    }
+
+
+def _with_tlc(overrides: Sequence[str], tlc: int | None) -> list[str]:
+    """The overrides, plus ``--tlc TRAIN_SIZE`` as the backbone's ``tlc`` option."""
+    return [*overrides, *([f"stack.backbone.tlc={{train_size: {tlc}}}"] if tlc is not None else [])]
 
 
 def _parse_settings(settings: list[str]) -> dict[str, Any]:
@@ -330,27 +617,54 @@ def _parse_settings(settings: list[str]) -> dict[str, Any]:
     return parsed
 
 
-def _default_report_folder(checkpoint: str | None, resolved: Any, split: str) -> Path:
+def _report_folder(checkpoint: str | Path | None, resolved: ResolvedConfig, split: str) -> Path:
     """``<run>/evaluation/<split>``, or ``<split>_1``, ``<split>_2`` ... when an earlier report is there."""
+    from deblurstack.engine.runs import run_folder_of
+
     if checkpoint is None:  # weights named in the config
-        folder = Path("runs") / str(resolved.data.get("name", "evaluation")) / "evaluation"
+        run = Path("runs") / str(resolved.data.get("name", "evaluation"))
     else:
-        path = Path(checkpoint)
-        folder = (path.parent.parent if path.parent.name == "checkpoints" else path.parent) / "evaluation"
-    candidate, suffix = folder / split, 0
+        run = run_folder_of(checkpoint) or Path(checkpoint).parent
+    candidate, suffix = run / "evaluation" / split, 0
     while candidate.exists() and any(candidate.iterdir()):
         suffix += 1
-        candidate = folder / f"{split}_{suffix}"
+        candidate = run / "evaluation" / f"{split}_{suffix}"
     return candidate
 
 
-def _load_weights(stack: Any, resolved: Any, args: argparse.Namespace) -> str:
-    """The --checkpoint file, or else the weights the config names; a stack without weights is an error."""
-    if args.checkpoint:
-        return f"{args.checkpoint} ({load_stack_weights(stack, Path(args.checkpoint), args.weights)})"
+def _load_weights(
+    stack: Any, resolved: ResolvedConfig, config: str | Path, checkpoint: str | Path | None, weights: Weights
+) -> str:
+    """The checkpoint file, or else the weights the config names; a stack without weights is an error."""
+    from deblurstack.checkpoint import load_stack_weights
+
+    if checkpoint:
+        return f"{checkpoint} ({load_stack_weights(stack, Path(checkpoint), weights)})"
     named = [n.keypath for _, n in resolved.model_nodes() if n.options.get("checkpoint")]
     if resolved.checkpoint:
         return f"stack.checkpoint {resolved.checkpoint['path']}"
     if named:
         return "checkpoints of " + ", ".join(named)
-    raise ConfigError(f"{args.file}: no weights: pass --checkpoint, or set stack.checkpoint in the config")
+    raise ConfigError(f"{config}: no weights: pass --checkpoint, or set stack.checkpoint in the config")
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+__all__ = [
+    "COMMANDS",
+    "EXAMPLES",
+    "ablation",
+    "crop",
+    "export",
+    "is_override",
+    "masks",
+    "quickstart",
+    "run",
+    "synth",
+    "test",
+    "train",
+]

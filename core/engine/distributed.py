@@ -9,6 +9,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from deblurstack.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -27,15 +29,25 @@ class Distributed:
         return self.world_size > 1
 
 
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+
+
 def setup(device: str = "auto") -> Distributed:
     """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), if any.
 
-    gloo on CPU, nccl on CUDA. ``device``: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    gloo on CPU, nccl on CUDA. ``device``: see :func:`resolve_device`.
     """
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    use_cuda = resolve_device(device).type == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return Distributed(device=torch.device("cuda" if use_cuda else "cpu"))
+        return Distributed(device=resolve_device(device))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local_rank)
@@ -67,3 +79,6 @@ def all_true(flag: bool, distributed: Distributed) -> bool:
     tensor = torch.tensor([int(flag)], device=distributed.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
     return bool(tensor.item())
+
+
+__all__ = ["Distributed", "all_true", "gather", "resolve_device", "setup", "teardown"]

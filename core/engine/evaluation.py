@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from deblurstack.data import ImageError, write_bytes_atomic, write_image
 from deblurstack.engine.distributed import Distributed, gather
-from deblurstack.engine.inference import predict
+from deblurstack.engine.inference import TILE_OVERLAP, predict
 from deblurstack.run import Sample
 
 
@@ -62,7 +62,7 @@ def evaluate(
     keep_samples: int = 0,
     save_to: Path | None = None,
     tile: int | None = None,
-    overlap: int = 32,
+    overlap: int = TILE_OVERLAP,
 ) -> Evaluation:
     """Run ``stack`` on every image of ``dataset`` (sharded across ranks) and score it.
 
@@ -155,3 +155,6 @@ def _arrow(column: str, metrics: Sequence[NamedMetric]) -> str:
 
 def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+__all__ = ["Evaluation", "NamedMetric", "evaluate", "write_report"]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deblurstack.errors import DeblurstackError
+from deblurstack.errors import DeblurstackError, one_line
 
 #: the size traced at export, and a different odd size the result is checked on
 EXAMPLE_SIZE, CHECK_SIZE = (67, 93), (61, 87)
@@ -93,4 +93,4 @@ def export_onnx(stack: nn.Module, path: str | Path, tolerance: float = 1e-4) -> 
 
 
 def _first_words(error: BaseException) -> str:
-    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+    return f"{type(error).__name__}: {one_line(error, 200)}"

@@ -11,10 +11,15 @@ import torch
 from torch import Tensor, nn
 
 from deblurstack.data import IMAGE_SUFFIXES, ImageError, Pair, read_image_and_depth, to_tensor, write_image
+from deblurstack.engine import TILE_OVERLAP
 
 
 def predict(
-    stack: nn.Module, image: Tensor, aux: Mapping[str, Tensor] | None = None, tile: int | None = None, overlap: int = 32
+    stack: nn.Module,
+    image: Tensor,
+    aux: Mapping[str, Tensor] | None = None,
+    tile: int | None = None,
+    overlap: int = TILE_OVERLAP,
 ) -> Tensor:
     """``stack(image, **aux)``, computed in overlapping ``tile x tile`` windows when the image is larger.
 
@@ -84,7 +89,7 @@ def run_on_files(
     out_dir: Path,
     device: torch.device,
     tile: int | None = None,
-    overlap: int = 32,
+    overlap: int = TILE_OVERLAP,
     aux_sources: Mapping[str, Callable[[np.ndarray, Pair], np.ndarray]] | None = None,
     skip_bad: bool = False,
 ) -> tuple[list[Path], list[str]]:
@@ -118,3 +123,6 @@ def run_on_files(
             write_image(target, output, bit_depth=bits)
             written.append(target)
     return written, skipped
+
+
+__all__ = ["TILE_OVERLAP", "expand_inputs", "predict", "run_on_files"]

@@ -109,6 +109,12 @@ class RunFolder:
             write_bytes_atomic(path, text.getvalue().encode())
 
 
+def run_folder_of(checkpoint: str | Path) -> Path | None:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/<file>``), or None for a file elsewhere."""
+    path = Path(checkpoint)
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
 def code_version() -> str:
     """deblurstack's version, with the git commit (and ``-dirty``) when it runs from a checkout."""
     source = Path(deblurstack.__file__).resolve().parent
@@ -123,3 +129,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{deblurstack.__version__} ({commit})" if commit else deblurstack.__version__
+
+
+__all__ = ["RunFolder", "code_version", "run_folder_of"]

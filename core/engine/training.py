@@ -22,7 +22,7 @@ from deblurstack.engine import distributed as dist_utils
 from deblurstack.engine.checkpoints import Checkpoints, seed_global_generators
 from deblurstack.engine.distributed import Distributed
 from deblurstack.engine.evaluation import NamedMetric
-from deblurstack.engine.runs import RunFolder
+from deblurstack.engine.runs import RunFolder, run_folder_of
 from deblurstack.errors import ConfigError
 from deblurstack.registry import PluginManager, get_plugin_manager
 from deblurstack.run import RunState
@@ -133,7 +133,7 @@ def prepare_training(
             raise ConfigError(f"--resume: no checkpoint in {directory / 'checkpoints'}")
     elif resume is not None:
         resume_from = Path(resume)
-        directory = resume_from.parent.parent if resume_from.parent.name == "checkpoints" else Path(runs_dir) / name
+        directory = run_folder_of(resume_from) or Path(runs_dir) / name
     if distributed.is_main:
         run = RunFolder.create(runs_dir, name, resolved.data, plugins, directory=directory, command=command)
         directory = run.directory

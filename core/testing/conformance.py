@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from deblurstack.contracts import IMAGE_CHANNELS
+from deblurstack.errors import one_line
 from deblurstack.params import EMPTY, read_signature
 from deblurstack.registry import get_plugin_manager
 
@@ -466,7 +467,7 @@ def _photo(height: int, width: int, shift: int = 0) -> np.ndarray:
 
 
 def _first_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:200]
+    return one_line(error, 200)
 
 
 def _expect(condition: bool, name: str, message: str) -> None:
