@@ -15,7 +15,7 @@ Writing a plugin::
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deblurstack.errors import (
     CheckpointError,
@@ -24,6 +24,7 @@ from deblurstack.errors import (
     PluginError,
     PluginWarning,
     TrainingError,
+    one_line,
 )
 from deblurstack.markers import hookimpl, hookspec
 from deblurstack.records import (
@@ -42,7 +43,7 @@ from deblurstack.records import (
 
 __version__ = "0.1.0"
 
-#: public names that import torch, resolved on first access
+#: public names that import torch, resolved on first access (the names plugins use, in one place)
 _LAZY = {
     "Backbone": "deblurstack.contracts",
     "Prior": "deblurstack.contracts",
@@ -62,11 +63,58 @@ _LAZY = {
     "resolve_config": "deblurstack.compose",
     "load_config": "deblurstack.config",
     "load_weights": "deblurstack.checkpoint",
+    "load_state": "deblurstack.checkpoint",
+    "read_state_dict": "deblurstack.checkpoint",
     "save_atomic": "deblurstack.checkpoint",
+    "ImageError": "deblurstack.data",
+    "Pair": "deblurstack.data",
+    "PairedImageDataset": "deblurstack.data",
+    "pair_by_name": "deblurstack.data",
+    "read_image": "deblurstack.data",
+    "read_map": "deblurstack.data",
+    "write_image": "deblurstack.data",
+    "to_tensor": "deblurstack.data",
+    "ExistingFile": "deblurstack.params",
+    "ExistingFolder": "deblurstack.params",
+    "MetricName": "deblurstack.params",
+    "SplitName": "deblurstack.params",
     "get_plugin_manager": "deblurstack.registry",
     "RunState": "deblurstack.run",
     "Sample": "deblurstack.run",
 }
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the real objects behind the lazy names
+    from deblurstack.checkpoint import load_state, load_weights, read_state_dict, save_atomic
+    from deblurstack.compose import build_stack, resolve_config
+    from deblurstack.config import load_config
+    from deblurstack.contracts import (
+        Backbone,
+        Guidance,
+        Loss,
+        MaskSource,
+        Metric,
+        Prior,
+        PriorOutput,
+        Stochastic,
+        Synthesizer,
+        Translator,
+        image_residual,
+        pad_to_multiple,
+    )
+    from deblurstack.data import (
+        ImageError,
+        Pair,
+        PairedImageDataset,
+        pair_by_name,
+        read_image,
+        read_map,
+        to_tensor,
+        write_image,
+    )
+    from deblurstack.params import ExistingFile, ExistingFolder, MetricName, SplitName
+    from deblurstack.registry import get_plugin_manager
+    from deblurstack.run import RunState, Sample
+    from deblurstack.stack import Stack, StackOutput
 
 
 def __getattr__(name: str) -> Any:
@@ -101,5 +149,6 @@ __all__ = [
     "TranslatorRecord",
     "hookimpl",
     "hookspec",
+    "one_line",
     *_LAZY,
 ]

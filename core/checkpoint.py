@@ -134,3 +134,14 @@ def save_atomic(obj: Any, path: str | Path) -> None:
 def _some(items: list[str]) -> str:
     more = f" (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
     return ", ".join(items[:_SHOWN]) + more
+
+
+__all__ = [
+    "STATE_DICT_KEYS",
+    "load_stack_weights",
+    "load_state",
+    "load_weights",
+    "read_checkpoint",
+    "read_state_dict",
+    "save_atomic",
+]

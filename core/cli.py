@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     config = groups.add_parser("config", help="configuration files").add_subparsers(
         dest="command", metavar="ACTION", required=True
     )
-    check = config.add_parser("check", parents=[common], help="print the resolved config, or its errors")
+    check = config.add_parser(
+        "check", parents=[common], help="print the resolved config (the stack is built once on the CPU), or its errors"
+    )
     check.add_argument("file", help="YAML config file")
     check.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stack.backbone.width=16")
     check.add_argument("--variant", help="apply one of the file's variants first")
@@ -167,6 +169,7 @@ def config_check(args: argparse.Namespace) -> None:
     from deblurstack.compose import resolve_config
 
     resolved = resolve_config(args.file, args.overrides, variant=args.variant)
+    resolved.build_stack()  # what only building shows: a frozen part without weights, a checkpoint that does not fit
     print(yaml.safe_dump(resolved.data, sort_keys=False).rstrip())
 
 

@@ -31,13 +31,13 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deblurstack.config import Config, config_from_dict, load_config
-from deblurstack.errors import CheckpointError, ConfigError, DeblurstackError, did_you_mean, one_line
+from deblurstack.errors import ConfigError, DeblurstackError, did_you_mean, one_line
 from deblurstack.params import Signature, read_signature, references
 from deblurstack.records import IMAGE_CHANNELS, KINDS, ComponentRecord
 from deblurstack.registry import Component, PluginManager, get_plugin_manager
@@ -47,15 +47,6 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: ``vars`` holds free values for ``${vars...}`` interpolation (paths, sizes); nothing reads it directly
 SECTIONS = ("name", "seed", "vars", "stack", "data", "metrics", "train")
 STACK_KEYS = ("translator", "priors", "backbone", "losses", "checkpoint")
-#: keys of a component node that configure the stack, not the factory
-OPTIONS = {
-    "backbone": ("checkpoint", "frozen", "tlc"),
-    "prior": ("checkpoint", "frozen"),
-    "translator": ("checkpoint", "frozen"),
-    "loss": ("weight",),
-    "dataset": ("aux",),
-    "mask_source": ("cache", "predeblur"),
-}
 #: inputs every sample has
 BASIC_INPUTS = ("input", "target")
 #: the data split trainers train on; losses' inputs are checked against it alone
@@ -119,97 +110,27 @@ class ResolvedConfig:
     trainer: ResolvedNode | None = None
     checkpoint: dict[str, Any] | None = None  # weights of the whole stack (stack.checkpoint)
 
+    # building lives in deblurstack.build; these methods are its entry points
     def build_stack(self) -> Any:
         """Build every module of the stack, load checkpoints and freeze what is frozen."""
-        from deblurstack.stack import Stack, WeightedLoss
-
-        translator = self._build_model(self.translator) if self.translator else None
-        backbone = self._build_model(self.backbone)
-        if self.backbone.options.get("tlc"):
-            from deblurstack.tlc import enable_tlc
-
-            in_channels = self.backbone.params.get("in_channels", IMAGE_CHANNELS)
-            if not enable_tlc(backbone, self.backbone.options["tlc"]["train_size"], in_channels):
-                raise ConfigError(
-                    self.config.error(
-                        f"{self.backbone.keypath}.tlc",
-                        f"backbone {self.backbone.type!r} built without global average pooling: TLC does not apply",
-                    )
-                )
-        points = dict(getattr(backbone, "insertion_points", {}) or {})
-        priors = []
-        for node in self.priors:
-            prior = self._build_model(node, **({"insertion_points": points} if node.record.guidance else {}))
-            declared = _prior_channels(node)
-            if getattr(prior, "out_channels", 0) != declared:
-                raise ConfigError(
-                    self.config.error(
-                        node.keypath,
-                        f"prior {node.type!r} built with out_channels={getattr(prior, 'out_channels', 0)}, "
-                        f"but its record declares {declared} (a bug in plugin {node.component.plugin!r})",
-                    )
-                )
-            priors.append(prior)
-        losses, names = {}, _unique_names(self.losses)
-        for name, node in zip(names, self.losses, strict=True):
-            losses[name] = WeightedLoss(
-                node.build(), node.options.get("weight", 1.0), node.record.multiscale, node.record.requires
-            )
-        frozen = [name for name, node in self.model_nodes() if node.options.get("frozen")]
-        stack = Stack(backbone, priors, translator, losses, frozen)
-        if self.checkpoint:
-            from deblurstack.checkpoint import load_weights
-
-            try:
-                load_weights(
-                    stack, self.checkpoint["path"], key=self.checkpoint["key"], strict=self.checkpoint["strict"]
-                )
-            except CheckpointError as error:
-                raise ConfigError(self.config.error("stack.checkpoint", str(error))) from None
-        return stack
+        return _build().make_stack(self)
 
     def build_dataset(self, split: str) -> Any:
         """The dataset of ``data.<split>``, with its auxiliary-input sources built and attached."""
-        if split not in self.datasets:
-            raise ConfigError(
-                self.config.error("data", f"no split {split!r} (splits: {', '.join(self.datasets) or 'none'})")
-            )
-        sources = self.build_aux_sources(split)
-        return self.datasets[split].build(aux_sources=sources) if sources else self.datasets[split].build()
+        return _build().make_dataset(self, split)
 
     def build_aux_sources(self, split: str) -> dict[str, Any]:
         """The mask sources of ``data.<split>.aux`` by input name, cached and pre-deblurring as configured."""
-        return {name: self._build_mask_source(source) for name, source in self.datasets[split].aux.items()}
-
-    def _build_mask_source(self, node: ResolvedNode) -> Any:
-        """The source, seeing pre-deblurred images and caching its maps when the node says so."""
-        from deblurstack.masks import CachedSource, PredeblurredSource
-
-        source = node.build()
-        if node.options.get("predeblur"):
-            source = PredeblurredSource(source, **node.options["predeblur"])
-        if node.options.get("cache"):
-            parameters = {k: v for k, v in node.to_dict().items() if k != "cache"}  # moving the cache keeps its keys
-            source = CachedSource(source, node.options["cache"], parameters)
-        return source
+        return _build().make_aux_sources(self, split)
 
     def build_metrics(self) -> list[Any]:
         """The metrics as :class:`~deblurstack.engine.evaluation.NamedMetric` (a repeated type gets a
         suffix: ``ssim``, ``ssim_1``)."""
-        from deblurstack.engine.evaluation import NamedMetric
-
-        names = _unique_names(self.metrics)
-        return [
-            NamedMetric(name, node.build(), node.record.requires, node.record.higher_is_better)
-            for name, node in zip(names, self.metrics, strict=True)
-        ]
+        return _build().make_metrics(self)
 
     def build_trainer(self) -> Any:
-        if self.trainer is None:
-            raise ConfigError(
-                self.config.error("train", "missing: name a trainer, e.g. train: {type: supervised, ...}")
-            )
-        return self.trainer.build()
+        """The trainer of the ``train`` section."""
+        return _build().make_trainer(self)
 
     def nodes(self) -> list[ResolvedNode]:
         """Every resolved node: the stack's, the datasets' and their mask sources', metrics, trainer."""
@@ -223,20 +144,11 @@ class ResolvedConfig:
         nodes += [(f"priors.{i}", node) for i, node in enumerate(self.priors)]
         return nodes + ([("backbone", self.backbone)] if self.backbone else [])
 
-    def _build_model(self, node: ResolvedNode, **injected: Any) -> Any:
-        module = node.build(**injected)
-        checkpoint = node.options.get("checkpoint")
-        if node.options.get("frozen") and not checkpoint and any(True for _ in module.parameters()):
-            message = f"a frozen {node.record.kind} learns nothing from random weights: set {node.keypath}.checkpoint"
-            raise ConfigError(self.config.error(f"{node.keypath}.frozen", message))
-        if checkpoint:
-            from deblurstack.checkpoint import load_weights
 
-            try:
-                load_weights(module, checkpoint["path"], key=checkpoint["key"], strict=checkpoint["strict"])
-            except CheckpointError as error:
-                raise ConfigError(self.config.error(f"{node.keypath}.checkpoint", str(error))) from None
-        return module
+def _build() -> Any:
+    from deblurstack import build  # imports torch: only when something is built
+
+    return build
 
 
 def resolve_config(
@@ -378,7 +290,7 @@ class _Resolver:
 
     def check_channels(self, backbone: ResolvedNode, priors: list[ResolvedNode]) -> None:
         """Priors append channels to the image; the backbone must take exactly that many."""
-        added = [(node, _prior_channels(node)) for node in priors]
+        added = [(node, prior_channels(node)) for node in priors]
         for node, channels in added:
             if channels is None:
                 self.problem(
@@ -495,7 +407,7 @@ class _Resolver:
     def check_references(self, resolved: ResolvedConfig) -> None:
         """Parameters hinted as :data:`~deblurstack.params.SplitName` or ``MetricName`` must name a split or
         metric of this config (a metric that reports several numbers has columns ``<name>_<number>``)."""
-        splits, metrics = list(resolved.datasets), _unique_names(resolved.metrics)
+        splits, metrics = list(resolved.datasets), unique_names(resolved.metrics)
         known = {
             "split": (lambda name: name in splits, f"data splits: {', '.join(splits) or 'none'}"),
             "metric": (
@@ -517,20 +429,13 @@ class _Resolver:
                             )
 
     def check_training(self, resolved: ResolvedConfig) -> None:
-        """A trainer that minimises the stack's losses needs one; frozen parts need weights to load."""
+        """A trainer that minimises the stack's losses needs one."""
         trainer = resolved.trainer
         if trainer is not None and trainer.record.trains_stack_losses and not resolved.losses:
             self.problem(
                 "stack.losses",
                 f"is empty, but trainer {trainer.type!r} minimises the stack's losses: add one, e.g. [{{type: l1}}]",
             )
-        for _, node in resolved.model_nodes():
-            if node.options.get("frozen") is True and not node.options.get("checkpoint") and not resolved.checkpoint:
-                self.problem(
-                    f"{node.keypath}.frozen",
-                    f"a frozen {node.record.kind} learns nothing from random weights: "
-                    f"set {node.keypath}.checkpoint (or stack.checkpoint)",
-                )
 
     def explicit(self, resolved: ResolvedConfig) -> dict[str, Any]:
         """The configuration with every parameter written out (what a run folder records)."""
@@ -583,7 +488,7 @@ class _Resolver:
             self.problem(f"{keypath}.type", str(error))
             return None
         record, name = component.record, component.name
-        option_names = OPTIONS.get(kind, ())
+        option_names = [name for name, option in OPTIONS.items() if kind in option.kinds]
         options = {key: value[key] for key in option_names if key in value}
         if kind == "loss":
             options.setdefault("weight", 1.0)
@@ -622,56 +527,91 @@ class _Resolver:
         return node
 
     def check_options(self, options: dict[str, Any], keypath: str) -> None:
-        if "cache" in options and not isinstance(options["cache"], str):
-            self.problem(f"{keypath}.cache", f"must be a folder path, got {options['cache']!r}")
-        if options.get("predeblur") is not None:
-            spec = options["predeblur"]
-            if (
-                not isinstance(spec, Mapping)
-                or set(spec) != {"config", "checkpoint"}
-                or not all(isinstance(v, str) and Path(v).is_file() for v in spec.values())
-            ):
-                self.problem(
-                    f"{keypath}.predeblur",
-                    f"must be {{config: <existing file>, checkpoint: <existing file>}}, got {spec!r}",
-                )
-        if options.get("tlc") is not None:
-            size = options["tlc"].get("train_size") if isinstance(options["tlc"], Mapping) else None
-            size = [size, size] if isinstance(size, int) and not isinstance(size, bool) else size
-            if not (
-                isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
-            ) or set(options["tlc"]) - {"train_size"}:
-                self.problem(
-                    f"{keypath}.tlc", f"must be {{train_size: N}} or {{train_size: [H, W]}}, got {options['tlc']!r}"
-                )
-            else:
-                options["tlc"] = {"train_size": size}
-        if "frozen" in options and not isinstance(options["frozen"], bool):
-            self.problem(f"{keypath}.frozen", f"must be true or false, got {options['frozen']!r}")
-        if "weight" in options:
-            weight = options["weight"]
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-                self.problem(f"{keypath}.weight", f"must be a finite number, got {weight!r}")
-            else:
-                options["weight"] = float(weight)
-        if "checkpoint" in options and options["checkpoint"] is not None:
-            spec = options["checkpoint"]
-            spec = {"path": spec} if isinstance(spec, str) else spec
-            if (
-                not isinstance(spec, Mapping)
-                or not isinstance(spec.get("path"), str)
-                or set(spec) - {"path", "key", "strict"}
-                or not isinstance(spec.get("key"), (str, type(None)))
-                or not isinstance(spec.get("strict", True), bool)
-            ):
-                self.problem(
-                    f"{keypath}.checkpoint",
-                    f"must be a file path or {{path, key, strict}}, got {options['checkpoint']!r}",
-                )
-                return
-            if not Path(spec["path"]).is_file():
-                self.problem(f"{keypath}.checkpoint", f"no such file: {spec['path']}")
-            options["checkpoint"] = {"path": spec["path"], "key": spec.get("key"), "strict": spec.get("strict", True)}
+        """Check and normalise a node's reserved options in place (see :data:`OPTIONS`)."""
+        for name, value in options.items():
+            if value is None:
+                continue
+            try:
+                options[name] = OPTIONS[name].check(value)
+            except ValueError as error:
+                self.problem(f"{keypath}.{name}", str(error))
+
+
+# ---------------------------------------------------------------------- reserved options
+# Keys of a component node that configure the stack, not the factory. Each check returns the
+# normalised value or raises ValueError with the message shown after the key path.
+
+
+def _checkpoint(spec: Any) -> dict[str, Any]:
+    spec = {"path": spec} if isinstance(spec, str) else spec
+    if (
+        not isinstance(spec, Mapping)
+        or not isinstance(spec.get("path"), str)
+        or set(spec) - {"path", "key", "strict"}
+        or not isinstance(spec.get("key"), (str, type(None)))
+        or not isinstance(spec.get("strict", True), bool)
+    ):
+        raise ValueError(f"must be a file path or {{path, key, strict}}, got {spec!r}")
+    if not Path(spec["path"]).is_file():
+        raise ValueError(f"no such file: {spec['path']}")
+    return {"path": spec["path"], "key": spec.get("key"), "strict": spec.get("strict", True)}
+
+
+def _true_or_false(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _train_size(value: Any) -> dict[str, list[int]]:
+    size = value.get("train_size") if isinstance(value, Mapping) else None
+    size = [size, size] if isinstance(size, int) and not isinstance(size, bool) else size
+    valid = isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
+    if not valid or set(value) - {"train_size"}:
+        raise ValueError(f"must be {{train_size: N}} or {{train_size: [H, W]}}, got {value!r}")
+    return {"train_size": size}
+
+
+def _finite_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _folder_path(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a folder path, got {value!r}")
+    return value
+
+
+def _predeblur(spec: Any) -> dict[str, str]:
+    if (
+        not isinstance(spec, Mapping)
+        or set(spec) != {"config", "checkpoint"}
+        or not all(isinstance(v, str) and Path(v).is_file() for v in spec.values())
+    ):
+        raise ValueError(f"must be {{config: <existing file>, checkpoint: <existing file>}}, got {spec!r}")
+    return dict(spec)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A reserved key of component nodes: the kinds that take it, and how its value is checked."""
+
+    kinds: tuple[str, ...]
+    check: Callable[[Any], Any]
+
+
+MODELS = ("backbone", "prior", "translator")
+OPTIONS = {
+    "checkpoint": Option(MODELS, _checkpoint),  # weights loaded into the module: path or {path, key, strict}
+    "frozen": Option(MODELS, _true_or_false),  # no gradients (needs weights)
+    "tlc": Option(("backbone",), _train_size),  # test-time local converter: {train_size: N}
+    "weight": Option(("loss",), _finite_number),  # the loss term's factor
+    "aux": Option(("dataset",), lambda value: value),  # mask sources by input name: checked with the data
+    "cache": Option(("mask_source",), _folder_path),  # where computed maps are kept
+    "predeblur": Option(("mask_source",), _predeblur),  # the source sees the images a stack deblurred
+}
 
 
 def _builder_sets(record: ComponentRecord) -> tuple[str, ...]:
@@ -685,13 +625,13 @@ def _builder_sets(record: ComponentRecord) -> tuple[str, ...]:
     return ()
 
 
-def _prior_channels(node: ResolvedNode) -> int | None:
+def prior_channels(node: ResolvedNode) -> int | None:
     declared = node.record.out_channels
     value = node.params.get(declared) if isinstance(declared, str) else declared
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _unique_names(nodes: Sequence[ResolvedNode]) -> list[str]:
+def unique_names(nodes: Sequence[ResolvedNode]) -> list[str]:
     names, seen = [], {}
     for node in nodes:
         count = seen.get(node.component.name, 0)

@@ -165,3 +165,10 @@ def _set(config: DictConfig, key: str, value: Any, label: str, path: Path) -> No
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+__all__ = [
+    "Config",
+    "config_from_dict",
+    "load_config",
+]

@@ -357,3 +357,23 @@ class TrainingSampler(torch.utils.data.Sampler):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(self.length, generator=generator).tolist()
         return order + order[: self.per_rank * self.world_size - self.length]
+
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageError",
+    "Pair",
+    "PairedImageDataset",
+    "TrainingSampler",
+    "dihedral",
+    "list_images",
+    "pair_by_name",
+    "random_crop",
+    "read_image",
+    "read_image_and_depth",
+    "read_map",
+    "reflect_pad",
+    "to_tensor",
+    "write_bytes_atomic",
+    "write_image",
+]

@@ -11,3 +11,6 @@ PROJECT_NAME = "deblurstack"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+__all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]

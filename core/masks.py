@@ -114,3 +114,12 @@ class PredeblurredSource:
             tensor = torch.from_numpy(image.transpose(2, 0, 1).copy()).unsqueeze(0)
             sharp = self.stack(tensor).clamp(0, 1)[0].permute(1, 2, 0).numpy()
         return self.source(np.ascontiguousarray(sharp), pair)
+
+
+__all__ = [
+    "CachedSource",
+    "MaskError",
+    "PredeblurredSource",
+    "decode_map",
+    "encode_map",
+]

@@ -71,7 +71,9 @@ def type_text(annotation: Any) -> str:
         text, bounds, notes = type_text(annotation.__origin__), {}, []
         for meta in annotation.__metadata__:
             for item in [meta, *getattr(meta, "metadata", ())]:  # pydantic's Field keeps its bounds in .metadata
-                bounds.update({k: getattr(item, k) for k in ("ge", "gt", "le", "lt") if getattr(item, k, None) is not None})
+                bounds.update(
+                    {k: getattr(item, k) for k in ("ge", "gt", "le", "lt") if getattr(item, k, None) is not None}
+                )
                 if getattr(item, "allow_inf_nan", None) is False:
                     notes.append("finite")
             if isinstance(meta, Reference):

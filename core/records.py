@@ -269,3 +269,20 @@ RECORD_TYPES: tuple[type[ComponentRecord], ...] = (
 
 #: kind name -> record class, e.g. ``KINDS["backbone"] is BackboneRecord``.
 KINDS: dict[str, type[ComponentRecord]] = {cls.kind: cls for cls in RECORD_TYPES}
+
+
+__all__ = [
+    "IMAGE_CHANNELS",
+    "KINDS",
+    "RECORD_TYPES",
+    "BackboneRecord",
+    "ComponentRecord",
+    "DatasetRecord",
+    "LossRecord",
+    "MaskSourceRecord",
+    "MetricRecord",
+    "PriorRecord",
+    "SynthesizerRecord",
+    "TrainerRecord",
+    "TranslatorRecord",
+]

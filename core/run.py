@@ -40,3 +40,9 @@ class Sample:
     input: Tensor
     output: Tensor
     target: Tensor
+
+
+__all__ = [
+    "RunState",
+    "Sample",
+]

@@ -161,3 +161,10 @@ def _merge_guidance(outputs: Sequence[PriorOutput]) -> dict[str, Callable[[Tenso
 
 def _chain(first: Callable[[Tensor], Tensor], second: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     return lambda features: second(first(features))
+
+
+__all__ = [
+    "Stack",
+    "StackOutput",
+    "WeightedLoss",
+]

@@ -80,3 +80,9 @@ def enable_tlc(module: nn.Module, train_size: int | tuple[int, int], in_channels
     for pool, (feature_h, feature_w) in seen.items():
         pool.kernel_size = (base_h * feature_h // height, base_w * feature_w // width)
     return len(pools)
+
+
+__all__ = [
+    "LocalAvgPool2d",
+    "enable_tlc",
+]

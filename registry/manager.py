@@ -173,8 +173,7 @@ class PluginManager(pluggy.PluginManager):
         failed = "".join(f"; {failure} (it may provide {name!r})" for failure in self.failures)
         if not table:
             raise PluginError(
-                f"unknown {kind} {name!r}: no {kind} is registered (is the plugin that provides it installed?)"
-                + failed
+                f"unknown {kind} {name!r}: no {kind} is registered (is the plugin that provides it installed?)" + failed
             )
         raise PluginError(
             f"unknown {kind} {name!r}{did_you_mean(name, table)} (choose from: {', '.join(table)}){failed}"
@@ -234,7 +233,9 @@ class PluginManager(pluggy.PluginManager):
             except Exception as error:
                 self._report(PluginFailure(plugin, dist, f"hook {record_type.hook} raised {_describe(error)}"))
                 continue
-            if isinstance(returned, (str, bytes, Mapping, record_type)) or not (returned is None or isinstance(returned, Iterable)):
+            if isinstance(returned, (str, bytes, Mapping, record_type)) or not (
+                returned is None or isinstance(returned, Iterable)
+            ):
                 self._report(  # one line for the plugin, not one per character or key
                     PluginFailure(
                         plugin,

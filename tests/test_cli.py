@@ -136,3 +136,13 @@ def test_the_console_script_and_python_m_agree():
         commands.append([str(script), "components", "list"])
     outputs = {subprocess.run(c, capture_output=True, text=True, check=True).stdout for c in commands}
     assert len(outputs) == 1 and "unet" in outputs.pop()
+
+
+def test_config_check_builds_the_stack_so_a_frozen_part_without_weights_is_refused(tmp_path, capsys):
+    path = tmp_path / "frozen.yaml"
+    path.write_text("stack:\n  backbone: {type: unet.tiny, frozen: true}\n  losses: [{type: l1}]\n")
+    assert main(["config", "check", str(path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"deblurstack: error: {path}: stack.backbone.frozen: a frozen backbone learns nothing from random weights: "
+        "set stack.backbone.checkpoint"
+    ]

@@ -196,7 +196,7 @@ def test_a_checkpoint_of_another_width_names_the_mismatched_keys(tmp_path):
 def test_a_checkpoint_that_needs_code_execution_is_refused(tmp_path):
     weights = tmp_path / "evil.pth"
     torch.save({"params": {}, "hook": Stack}, weights)  # pickles a class reference
-    with pytest.raises(ConfigError, match="refused to load: it needs code execution to unpickle"):
+    with pytest.raises(ConfigError, match="refused: the file holds a deblurstack.stack.Stack object besides tensors"):
         build_stack({"stack": {"backbone": {"type": "unet.tiny", "checkpoint": str(weights)}}})
 
 

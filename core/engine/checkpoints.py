@@ -126,7 +126,9 @@ def restore_rng_state(state: dict[str, Any], model: nn.Module | None = None) -> 
         saved = state.get("modules", {})
         for name, module in stochastic_modules(model).items():
             if name not in saved:
-                raise CheckpointError(f"the checkpoint has no random state for {name} (saved: {', '.join(saved) or 'none'})")
+                raise CheckpointError(
+                    f"the checkpoint has no random state for {name} (saved: {', '.join(saved) or 'none'})"
+                )
             module.generator.set_state(saved[name])
 
 
@@ -139,3 +141,14 @@ def _replace_with_link(source: Path, target: Path) -> None:
         warnings.warn(f"cannot hard-link {source} to {target}; copying", stacklevel=2)
         save_atomic(torch.load(source, map_location="cpu", weights_only=True), temporary)
     os.replace(temporary, target)
+
+
+__all__ = [
+    "Checkpoints",
+    "load_training_state",
+    "restore_rng_state",
+    "rng_state",
+    "seed_generators",
+    "seed_global_generators",
+    "stochastic_modules",
+]

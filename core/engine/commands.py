@@ -347,7 +347,10 @@ def export(
     loaded = load_stack_weights(stack, Path(checkpoint), weights) if checkpoint else "random weights"
     route, difference = export_onnx(stack, out)
     height, width = CHECK_SIZE
-    return f"{out}: ONNX by {route}, {loaded}; on a {height}x{width} input it differs from PyTorch by at most {difference:.2e}"
+    return (
+        f"{out}: ONNX by {route}, {loaded}; on a {height}x{width} input it differs from PyTorch "
+        f"by at most {difference:.2e}"
+    )
 
 
 def export_command(parser: argparse.ArgumentParser) -> Handler:
@@ -359,8 +362,16 @@ def export_command(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("--variant", help="apply one of the file's variants first")
 
     def handle(args: argparse.Namespace) -> None:
-        print(export(args.file, args.out, args.overrides, checkpoint=args.checkpoint, weights=args.weights,
-                     variant=args.variant))
+        print(
+            export(
+                args.file,
+                args.out,
+                args.overrides,
+                checkpoint=args.checkpoint,
+                weights=args.weights,
+                variant=args.variant,
+            )
+        )
 
     return handle
 
@@ -518,8 +529,14 @@ def quickstart(
     if data_only:
         return None
     folder = train(config, overrides, runs_dir=runs_dir, device="cpu")
-    done = test(config, overrides, checkpoint=folder / "checkpoints" / "best.pth", out=folder / "evaluation",
-                save_images=True, device="cpu")
+    done = test(
+        config,
+        overrides,
+        checkpoint=folder / "checkpoints" / "best.pth",
+        out=folder / "evaluation",
+        save_images=True,
+        device="cpu",
+    )
     print((done[1] / "summary.md").read_text())
     return folder
 

@@ -128,7 +128,8 @@ def write_report(
     lines += [
         f"# {title}",
         "",
-        f"{len(evaluation.rows)} images" + (f"; {len(evaluation.skipped)} skipped (below)." if evaluation.skipped else "."),
+        f"{len(evaluation.rows)} images"
+        + (f"; {len(evaluation.skipped)} skipped (below)." if evaluation.skipped else "."),
         "",
         "| | " + " | ".join(header) + " |",
         "|---|" + "---|" * len(names),

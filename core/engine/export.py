@@ -94,3 +94,10 @@ def export_onnx(stack: nn.Module, path: str | Path, tolerance: float = 1e-4) -> 
 
 def _first_words(error: BaseException) -> str:
     return f"{type(error).__name__}: {one_line(error, 200)}"
+
+
+__all__ = [
+    "CHECK_SIZE",
+    "ExportError",
+    "export_onnx",
+]

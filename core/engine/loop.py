@@ -167,7 +167,9 @@ class TrainingLoop:
         self.started = time.perf_counter()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         status = "completed" if kind is None else "interrupted" if kind is KeyboardInterrupt else "failed"
         self.progress.close()
         if self.board is not None:
@@ -284,7 +286,9 @@ class TrainingLoop:
         name = self.options.best_metric or next(iter(means))
         if name not in means:  # the config check refuses unknown names; a metric may still skip a column
             raise TrainingError(f"best_metric {name!r} is not among the validation metrics ({', '.join(means)})")
-        higher = next((m.higher_is_better for m in self.metrics if name == m.name or name.startswith(f"{m.name}_")), True)
+        higher = next(
+            (m.higher_is_better for m in self.metrics if name == m.name or name.startswith(f"{m.name}_")), True
+        )
         value = means[name]
         improved = self.best is None or (value > self.best["value"] if higher else value < self.best["value"])
         if improved and math.isfinite(value):

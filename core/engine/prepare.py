@@ -151,3 +151,13 @@ def crop_folder(source: str | Path, out: str | Path, size: int = 512, stride: in
                 write_bytes_atomic(Path(out) / f"{path.stem}_s{index:03d}.png", encoded.tobytes())
                 count += 1
     return count
+
+
+__all__ = [
+    "EMBEDDED",
+    "EMBEDDED_PHOTOS",
+    "crop_folder",
+    "crop_positions",
+    "embedded_photos",
+    "synthesize",
+]

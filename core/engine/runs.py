@@ -94,7 +94,6 @@ class RunFolder:
                 writer.writerow(["step", "split", "metric", "value"])
             writer.writerows([step, split, name, f"{value:.6f}"] for name, value in values.items())
 
-
     def drop_metrics_after(self, step: int) -> None:
         """Remove the rows of steps after ``step`` from ``metrics.csv`` (a resumed run writes them again)."""
         path = self.directory / "metrics.csv"

@@ -141,3 +141,12 @@ def prepare_training(
     run = RunFolder(directory, writable=distributed.is_main)
     job = TrainingJob(resolved, stack, run, manager, distributed, seed, resume_from)
     return job, trainer
+
+
+__all__ = [
+    "LossStep",
+    "TrainingJob",
+    "prepare_training",
+    "to_device",
+    "training_loader",
+]

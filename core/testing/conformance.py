@@ -258,8 +258,12 @@ def check_metric(name: str, params: Mapping[str, Any] | None = None, aux: Mappin
         )
     again = build()
     _expect(
-        all(torch.equal(v, (lambda r: dict(r) if isinstance(r, Mapping) else {name: r})(again(noisy, target, **inputs))[k])
-            for k, v in degraded.items()),
+        all(
+            torch.equal(
+                v, (lambda r: dict(r) if isinstance(r, Mapping) else {name: r})(again(noisy, target, **inputs))[k]
+            )
+            for k, v in degraded.items()
+        ),
         name,
         "is not deterministic",
     )
@@ -273,12 +277,19 @@ def check_dataset(name: str, params: Mapping[str, Any] | None = None) -> None:
     dataset = build()
     _expect(len(dataset) > 0, name, "is empty")
     for sample in (dataset[0], dataset[(0, SEED, 0)]):
-        _expect({"name", "input", "target"} <= set(sample), name, f"a sample needs name, input, target; got {sorted(sample)}")
+        _expect(
+            {"name", "input", "target"} <= set(sample),
+            name,
+            f"a sample needs name, input, target; got {sorted(sample)}",
+        )
         for key in ("input", "target"):
             image = sample[key]
             _expect(
-                isinstance(image, Tensor) and image.dim() == 3 and image.shape[0] == IMAGE_CHANNELS
-                and image.is_floating_point() and bool((image >= 0).all() and (image <= 1).all()),
+                isinstance(image, Tensor)
+                and image.dim() == 3
+                and image.shape[0] == IMAGE_CHANNELS
+                and image.is_floating_point()
+                and bool((image >= 0).all() and (image <= 1).all()),
                 name,
                 f"{key} must be a 3 x H x W float tensor in [0, 1], got {getattr(image, 'shape', image)!r}",
             )
@@ -309,7 +320,9 @@ def check_mask_source(name: str, params: Mapping[str, Any] | None = None) -> Non
     )
     floats = np.issubdtype(first.dtype, np.floating)
     _expect(
-        np.issubdtype(first.dtype, np.integer) or first.dtype == bool or (floats and 0 <= first.min() <= first.max() <= 1),
+        np.issubdtype(first.dtype, np.integer)
+        or first.dtype == bool
+        or (floats and 0 <= first.min() <= first.max() <= 1),
         name,
         f"must return an integer label map or floats in [0, 1], got {first.dtype}",
     )

@@ -1,0 +1,125 @@
+"""Building what a checked configuration describes: the stack, datasets with their mask sources, metrics and
+the trainer. :func:`deblurstack.compose.resolve_config` checks first; :class:`~deblurstack.compose.ResolvedConfig`'s
+``build_*`` methods call these functions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from deblurstack.checkpoint import load_weights
+from deblurstack.compose import prior_channels, unique_names
+from deblurstack.engine.evaluation import NamedMetric
+from deblurstack.errors import CheckpointError, ConfigError
+from deblurstack.masks import CachedSource, PredeblurredSource
+from deblurstack.records import IMAGE_CHANNELS
+from deblurstack.stack import Stack, WeightedLoss
+from deblurstack.tlc import enable_tlc
+
+if TYPE_CHECKING:
+    from deblurstack.compose import ResolvedConfig, ResolvedNode
+
+
+def make_stack(resolved: ResolvedConfig) -> Stack:
+    """Build every module of the stack, load checkpoints and freeze what is frozen."""
+    translator = _make_model(resolved, resolved.translator) if resolved.translator else None
+    backbone = _make_model(resolved, resolved.backbone)
+    if resolved.backbone.options.get("tlc"):
+        in_channels = resolved.backbone.params.get("in_channels", IMAGE_CHANNELS)
+        if not enable_tlc(backbone, resolved.backbone.options["tlc"]["train_size"], in_channels):
+            raise ConfigError(
+                resolved.config.error(
+                    f"{resolved.backbone.keypath}.tlc",
+                    f"backbone {resolved.backbone.type!r} built without global average pooling: TLC does not apply",
+                )
+            )
+    points = dict(getattr(backbone, "insertion_points", {}) or {})
+    priors = []
+    for node in resolved.priors:
+        prior = _make_model(resolved, node, **({"insertion_points": points} if node.record.guidance else {}))
+        declared = prior_channels(node)
+        if getattr(prior, "out_channels", 0) != declared:
+            raise ConfigError(
+                resolved.config.error(
+                    node.keypath,
+                    f"prior {node.type!r} built with out_channels={getattr(prior, 'out_channels', 0)}, "
+                    f"but its record declares {declared} (a bug in plugin {node.component.plugin!r})",
+                )
+            )
+        priors.append(prior)
+    losses, names = {}, unique_names(resolved.losses)
+    for name, node in zip(names, resolved.losses, strict=True):
+        losses[name] = WeightedLoss(
+            node.build(), node.options.get("weight", 1.0), node.record.multiscale, node.record.requires
+        )
+    frozen = [name for name, node in resolved.model_nodes() if node.options.get("frozen")]
+    stack = Stack(backbone, priors, translator, losses, frozen)
+    if resolved.checkpoint:
+        try:
+            load_weights(
+                stack, resolved.checkpoint["path"], key=resolved.checkpoint["key"], strict=resolved.checkpoint["strict"]
+            )
+        except CheckpointError as error:
+            raise ConfigError(resolved.config.error("stack.checkpoint", str(error))) from None
+    return stack
+
+
+def make_dataset(resolved: ResolvedConfig, split: str) -> Any:
+    """The dataset of ``data.<split>``, with its auxiliary-input sources built and attached."""
+    if split not in resolved.datasets:
+        raise ConfigError(
+            resolved.config.error("data", f"no split {split!r} (splits: {', '.join(resolved.datasets) or 'none'})")
+        )
+    sources = make_aux_sources(resolved, split)
+    return resolved.datasets[split].build(aux_sources=sources) if sources else resolved.datasets[split].build()
+
+
+def make_aux_sources(resolved: ResolvedConfig, split: str) -> dict[str, Any]:
+    """The mask sources of ``data.<split>.aux`` by input name, cached and pre-deblurring as configured."""
+    return {name: _make_mask_source(source) for name, source in resolved.datasets[split].aux.items()}
+
+
+def _make_mask_source(node: ResolvedNode) -> Any:
+    """The source, seeing pre-deblurred images and caching its maps when the node says so."""
+    source = node.build()
+    if node.options.get("predeblur"):
+        source = PredeblurredSource(source, **node.options["predeblur"])
+    if node.options.get("cache"):
+        parameters = {k: v for k, v in node.to_dict().items() if k != "cache"}  # moving the cache keeps its keys
+        source = CachedSource(source, node.options["cache"], parameters)
+    return source
+
+
+def make_metrics(resolved: ResolvedConfig) -> list[NamedMetric]:
+    """The metrics as :class:`~deblurstack.engine.evaluation.NamedMetric` (a repeated type gets a
+    suffix: ``ssim``, ``ssim_1``)."""
+    names = unique_names(resolved.metrics)
+    return [
+        NamedMetric(name, node.build(), node.record.requires, node.record.higher_is_better)
+        for name, node in zip(names, resolved.metrics, strict=True)
+    ]
+
+
+def make_trainer(resolved: ResolvedConfig) -> Any:
+    if resolved.trainer is None:
+        raise ConfigError(
+            resolved.config.error("train", "missing: name a trainer, e.g. train: {type: supervised, ...}")
+        )
+    return resolved.trainer.build()
+
+
+def _make_model(resolved: ResolvedConfig, node: ResolvedNode, **injected: Any) -> Any:
+    module = node.build(**injected)
+    checkpoint = node.options.get("checkpoint")
+    if node.options.get("frozen") and not checkpoint and any(True for _ in module.parameters()):
+        message = f"a frozen {node.record.kind} learns nothing from random weights: set {node.keypath}.checkpoint"
+        raise ConfigError(resolved.config.error(f"{node.keypath}.frozen", message))
+    if checkpoint:
+        try:
+            load_weights(module, checkpoint["path"], key=checkpoint["key"], strict=checkpoint["strict"])
+        except CheckpointError as error:
+            raise ConfigError(resolved.config.error(f"{node.keypath}.checkpoint", str(error))) from None
+    return module
+
+
+__all__ = ["make_aux_sources", "make_dataset", "make_metrics", "make_stack", "make_trainer"]
