@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="ACTION", required=True
     )
     check = config.add_parser(
-        "check", parents=[common], help="print the resolved config (the stack is built once on the CPU), or its errors"
+        "check",
+        parents=[common],
+        help="print the resolved config (the stack is built once, on the meta device), or its errors",
     )
     check.add_argument("file", help="YAML config file")
     check.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stack.backbone.width=16")
@@ -164,12 +166,16 @@ def components_show(args: argparse.Namespace) -> None:
 
 
 def config_check(args: argparse.Namespace) -> None:
+    import torch
     import yaml
 
     from deblurstack.compose import resolve_config
 
     resolved = resolve_config(args.file, args.overrides, variant=args.variant)
-    resolved.build_stack()  # what only building shows: a frozen part without weights, a checkpoint that does not fit
+    # what only building shows (a frozen part without weights, a checkpoint that does not fit), built on the
+    # meta device: shapes and structure without allocating, whatever the sizes
+    with torch.device("meta"):
+        resolved.build_stack()
     print(yaml.safe_dump(resolved.data, sort_keys=False).rstrip())
 
 

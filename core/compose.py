@@ -156,13 +156,16 @@ def resolve_config(
     overrides: Sequence[str] = (),
     manager: PluginManager | None = None,
     variant: str | None = None,
+    splits: Sequence[str] | None = None,
 ) -> ResolvedConfig:
     """Check a configuration completely; raise :class:`ConfigError` listing every problem.
 
-    A file's ``variant`` (one of its ``variants``) is applied before ``overrides``.
+    A file's ``variant`` (one of its ``variants``) is applied before ``overrides``. ``splits``: the data
+    splits the caller will read (default: all); the folders and files of the others need not exist (scoring
+    on ``test`` needs no training data on the machine), everything else about them is checked.
     """
     config = _as_config(config, overrides, variant)
-    return _Resolver(config, manager or get_plugin_manager()).resolve()
+    return _Resolver(config, manager or get_plugin_manager(), splits).resolve()
 
 
 def build_stack(
@@ -201,9 +204,10 @@ def _as_config(
 
 
 class _Resolver:
-    def __init__(self, config: Config, manager: PluginManager) -> None:
+    def __init__(self, config: Config, manager: PluginManager, splits: Sequence[str] | None = None) -> None:
         self.config = config
         self.manager = manager
+        self.splits = None if splits is None else set(splits)
         self.problems: list[str] = []
 
     def problem(self, keypath: str, message: str) -> None:
@@ -352,7 +356,8 @@ class _Resolver:
             return
         for split, value in data.items():
             keypath = f"data.{split}"
-            node = self.node("dataset", value, keypath)
+            read = self.splits is None or split in self.splits  # paths of splits nobody reads are not looked at
+            node = self.node("dataset", value, keypath, check_paths=read)
             if node is None:
                 continue
             resolved.datasets[str(split)] = node
@@ -361,7 +366,7 @@ class _Resolver:
                 self.problem(f"{keypath}.aux", f"must map input names (e.g. masks) to mask sources, got {aux!r}")
                 continue
             for name, source in aux.items():
-                source_node = self.node("mask_source", source, f"{keypath}.aux.{name}")
+                source_node = self.node("mask_source", source, f"{keypath}.aux.{name}", check_paths=read)
                 if source_node is None:
                     continue
                 if name not in source_node.record.provides:
@@ -469,7 +474,7 @@ class _Resolver:
         nodes = [self.node(kind, item, f"{keypath}[{i}]") for i, item in enumerate(value)]
         return [node for node in nodes if node is not None]
 
-    def node(self, kind: str, value: Any, keypath: str) -> ResolvedNode | None:
+    def node(self, kind: str, value: Any, keypath: str, check_paths: bool = True) -> ResolvedNode | None:
         """Check one ``{type: name[.preset], ...}`` node against its record and factory signature."""
         choices = ", ".join(self.manager.components(kind)) or "none installed"
         if not isinstance(value, Mapping):
@@ -510,7 +515,7 @@ class _Resolver:
                     f"(parameters: {', '.join(p for p in signature.parameters if p not in builder_sets) or 'none'})",
                 )
                 continue
-            checked, problem = parameter.check(given)
+            checked, problem = parameter.check(given, check_paths)
             if problem:
                 self.problem(f"{keypath}.{key}", problem)
             node.params[key] = checked

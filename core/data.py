@@ -15,11 +15,12 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
 import torch
+from pydantic import Field
 from torch.utils.data import Dataset
 
 from deblurstack.errors import DeblurstackError, one_line
@@ -248,7 +249,7 @@ class PairedImageDataset(Dataset):
     def __init__(
         self,
         pairs: Sequence[Pair],
-        patch_size: int | None = None,
+        patch_size: Annotated[int, Field(ge=1, le=8192)] | None = None,  # 8192^2 RGB floats: 800 MB a crop
         augment: bool = False,
         small_images: Literal["pad", "error"] = "pad",
         aux_sources: Mapping[str, Callable[[np.ndarray, Pair], np.ndarray]] | None = None,

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, ValidationInfo
 
 EMPTY = inspect.Parameter.empty
 
@@ -45,11 +45,12 @@ class Reference:
     to: str
 
 
-def _existing(kind: str) -> Callable[[str], str]:
-    def check(path: str) -> str:
-        exists = Path(path).is_dir() if kind == "folder" else Path(path).is_file()
-        if not exists:
-            raise ValueError(f"no such {kind}: {path}")
+def _existing(kind: str) -> Callable[[str, ValidationInfo], str]:
+    def check(path: str, info: ValidationInfo) -> str:
+        if (info.context or {}).get("paths", True):  # a data split the command does not read is not looked at
+            exists = Path(path).is_dir() if kind == "folder" else Path(path).is_file()
+            if not exists:
+                raise ValueError(f"no such {kind}: {path}")
         return path
 
     return check
@@ -123,8 +124,8 @@ class Parameter:
     def type_text(self) -> str:
         return "any" if self.annotation is EMPTY else type_text(self.annotation)
 
-    def check(self, value: Any) -> tuple[Any, str | None]:
-        """``(validated value, None)`` or ``(value, problem)``."""
+    def check(self, value: Any, check_paths: bool = True) -> tuple[Any, str | None]:
+        """``(validated value, None)`` or ``(value, problem)``; ``check_paths=False`` skips existence checks."""
         try:
             adapter = _adapter(self.annotation)
         except TypeError:  # an unhashable annotation: not checked
@@ -133,13 +134,14 @@ class Parameter:
             return value, None
         from pydantic import ValidationError
 
+        context = {"paths": check_paths}
         try:
-            return adapter.validate_python(value, strict=True), None
+            return adapter.validate_python(value, strict=True, context=context), None
         except ValidationError as error:
             first = error.errors()[0]
         if _tuples(value) != value or type(_tuples(value)) is not type(value):
             try:  # YAML has no tuples: accept a list where the hint says tuple
-                return adapter.validate_python(_tuples(value), strict=True), None
+                return adapter.validate_python(_tuples(value), strict=True, context=context), None
             except ValidationError as error:  # the problem with the list read as a tuple says more
                 first = error.errors()[0]
         where = "".join(f"[{part}]" for part in first["loc"])

@@ -88,7 +88,10 @@ def test_overrides_may_follow_options_and_anything_else_is_refused(tmp_path, cap
     assert caught.value.code == 2
     assert "unrecognized arguments: stack.backbone.width=4 stray" in capsys.readouterr().err
     photo = tmp_path / "photo.png"
-    for where in (["stack.backbone.widht=4", str(photo), "--out", "o"], [str(photo), "--out", "o", "stack.backbone.widht=4"]):
+    for where in (
+        ["stack.backbone.widht=4", str(photo), "--out", "o"],
+        [str(photo), "--out", "o", "stack.backbone.widht=4"],
+    ):
         assert main(["run", config, data, *where]) == 2  # run takes overrides as every command does, anywhere
         assert "stack.backbone.widht: unknown parameter of backbone 'nafnet'" in capsys.readouterr().err
 

@@ -46,12 +46,12 @@ BAD = {
     "wrong type": (
         {"c.yaml": "stack: {backbone: {type: unet, width: sixteen}}"},
         [],
-        r"stack.backbone.width: input should be a valid integer \(expected int, got 'sixteen'\)",
+        r"stack.backbone.width: input should be a valid integer \(expected int in \[2, 4096\], got 'sixteen'\)",
     ),
     "string where a number is due": (
         {"c.yaml": "stack: {backbone: {type: unet, width: '16'}}"},
         [],
-        r"stack.backbone.width: input should be a valid integer \(expected int, got '16'\)",
+        r"stack.backbone.width: input should be a valid integer \(expected int in \[2, 4096\], got '16'\)",
     ),
     "value outside a Literal": (
         {"c.yaml": "stack: {backbone: {type: unet, output: tanh}}"},
@@ -280,7 +280,7 @@ BAD = {
         r"train.type: unknown trainer 'supervise'; did you mean 'supervised'\? \(choose from: supervised\)",
     ),
     "trainer without its required parameter": (
-        {"c.yaml": "stack: {backbone: {type: unet}}\ntrain: {type: supervised}"},
+        {"c.yaml": "stack: {backbone: {type: unet}, losses: [{type: l1}]}\ntrain: {type: supervised}"},
         [],
         r"train.iterations: missing required parameter of trainer 'supervised': optimizer steps in total.",
     ),
@@ -372,12 +372,12 @@ def test_interpolation_resolves_before_checking(tmp_path):
         tmp_path,
         {
             "d.yaml": """
-        name: w24
-        stack: {backbone: {type: unet, width: 24, depth: '${stack.backbone.width}'}}
+        name: w6
+        stack: {backbone: {type: unet, width: 6, depth: '${stack.backbone.width}'}}
     """
         },
     )
-    assert resolve_config(path).data["stack"]["backbone"]["depth"] == 24
+    assert resolve_config(path).data["stack"]["backbone"]["depth"] == 6
 
 
 def test_config_check_prints_an_explicit_config_that_checks_again(tmp_path, capsys):

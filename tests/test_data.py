@@ -189,14 +189,19 @@ def test_an_unreadable_image_is_one_error_naming_the_file(tmp_path, content, pro
 
 def huge_png_header(side: int = 200_000) -> bytes:
     """A PNG whose header claims ``side x side`` pixels (OpenCV refuses to allocate them)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("channels, warning", [(1, "grayscale, read as RGB"), (4, "has an alpha channel, which is dropped")])
+@pytest.mark.parametrize(
+    "channels, warning", [(1, "grayscale, read as RGB"), (4, "has an alpha channel, which is dropped")]
+)
 def test_reading_a_grayscale_or_rgba_image_warns_naming_the_file(tmp_path, channels, warning):
     path = tmp_path / "odd.png"
     cv2.imwrite(str(path), np.full((8, 8, channels) if channels > 1 else (8, 8), 128, np.uint8))

@@ -272,11 +272,26 @@ def test_dropout_drops_the_same_groups_on_both_paths_for_one_seed():
     image, module = torch.rand(2, 3, 8, 9), prior(dropout=0.5).train()
     outputs = []
     for path in PATHS:
-        torch.manual_seed(7)
+        module.generator.manual_seed(7)
         outputs.append(pooled(module, image, labels, path))
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
-    torch.manual_seed(8)
+    module.generator.manual_seed(8)
     assert not torch.allclose(pooled(module, image, labels, "kernels"), outputs[0], rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_draws_from_the_module_generator_not_the_global_one():
+    """What makes resumed runs exact: the drops depend on the prior's own generator state alone."""
+    labels = random_labels([11, 11], 8, 9, "dense", 5)
+    image, module = torch.rand(2, 3, 8, 9), prior(dropout=0.5).train()
+    outputs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        module.generator.manual_seed(7)
+        outputs.append(pooled(module, image, labels, "autograd"))
+    torch.testing.assert_close(outputs[0], outputs[1])
+    before = torch.get_rng_state()
+    pooled(module, image, labels, "autograd")
+    assert torch.equal(torch.get_rng_state(), before)  # the global stream is left alone
 
 
 # -------------------------------------------------------------------------------- release: the official formula
@@ -304,7 +319,7 @@ def test_release_compat_with_dropout_zeroes_the_dropped_masks_as_the_official(mo
     image = torch.rand(2, 3, 20, 18)
     chosen = [{0, 3, 4}, {1, 2, 5, 8}]
     fixed = torch.tensor([[v in chosen[b] for v in range(9)] for b in range(2)])
-    monkeypatch.setattr(pooling, "drop_groups", lambda present, fraction: fixed & present)
+    monkeypatch.setattr(pooling, "drop_groups", lambda present, fraction, generator: fixed & present)
     module = prior(release_compat=True, dropout=0.5).train()
     with torch.no_grad():
         out = module(image, {"masks": labels}).channels

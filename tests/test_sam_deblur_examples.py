@@ -36,8 +36,9 @@ def check_variant(resolved, variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_the_gopro_ablation_configures_every_variant_with_the_official_recipe(variant):
-    resolved = resolve_config(EXAMPLES / "gopro.yaml", variant=variant)
+def test_the_gopro_ablation_configures_every_variant_with_the_official_recipe(tmp_path, variant):
+    # the GoPro_Large folder must exist when the config is checked (its split folders only when it is read)
+    resolved = resolve_config(EXAMPLES / "gopro.yaml", [f"vars.gopro={tmp_path}"], variant=variant)
     check_variant(resolved, variant)
     if variant in DROPOUT:  # masks of value 1, a documented difference from the official code's 1/255
         assert resolved.priors[0].params["release_compat"] is False
@@ -80,8 +81,11 @@ def release_folder(tmp_path_factory):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_each_release_variant_loads_its_official_file_into_the_stack_it_describes(release_folder, variant):
-    resolved = resolve_config(EXAMPLES / "release.yaml", [f"vars.release={release_folder}"], variant=variant)
+def test_each_release_variant_loads_its_official_file_into_the_stack_it_describes(tmp_path, release_folder, variant):
+    for folder in ("input", "target", "grouped_masks", "input_predict_mask"):  # SAM-Deblur's prepared test folder
+        (tmp_path / folder).mkdir()
+    overrides = [f"vars.release={release_folder}", f"vars.gopro={tmp_path}"]
+    resolved = resolve_config(EXAMPLES / "release.yaml", overrides, variant=variant)
     check_variant(resolved, variant)
     if variant in DROPOUT:
         assert resolved.priors[0].params["release_compat"]  # the released files saw masks of value 1/255
@@ -133,6 +137,8 @@ def test_the_small_ablation_trains_and_scores_every_variant_on_the_bundled_photo
 def test_run_computes_the_priors_masks_with_the_mask_source_of_the_test_split(tmp_path, capsys):
     """``deblurstack run`` on a MAP stack: masks from data.test.aux, outputs equal to ``test --save-images``."""
     synthetic_pairs(tmp_path / "data" / "test", ["coffee"], seed=1, per_image=2)
+    for folder in ("input", "target"):  # build_stack checks every split of the config, data.train included
+        (tmp_path / "data" / "train" / folder).mkdir(parents=True)
     overrides = [f"vars.data={tmp_path / 'data'}", f"vars.masks.cache={tmp_path / 'masks'}", "stack.backbone.width=8"]
     config = str(EXAMPLES / "small.yaml")
     torch.manual_seed(0)
@@ -141,14 +147,13 @@ def test_run_computes_the_priors_masks_with_the_mask_source_of_the_test_split(tm
     report = tmp_path / "report"
     assert main(["test", config, *overrides, *weights, "--out", str(report), "--save-images"]) == 0
     inputs = str(tmp_path / "data" / "test" / "input")
-    settings = [option for override in overrides for option in ("--set", override)]
-    assert main(["run", config, inputs, "--out", str(tmp_path / "out"), *weights, *settings]) == 0
+    assert main(["run", config, inputs, *overrides, "--out", str(tmp_path / "out"), *weights]) == 0
     names = sorted(path.name for path in (report / "images").iterdir())
     assert names == ["coffee_0.png", "coffee_1.png"]
     for name in names:
         assert np.array_equal(read_image(tmp_path / "out" / name), read_image(report / "images" / name))
     capsys.readouterr()
 
-    assert main(["run", config, inputs, "--out", str(tmp_path / "x"), *weights, *settings, "--aux-from", "val"]) == 2
+    assert main(["run", config, inputs, "--out", str(tmp_path / "x"), *weights, *overrides, "--aux-from", "val"]) == 2
     message = "data.val: no such split to take the priors' inputs from (--aux-from; splits: train, test)"
     assert message in capsys.readouterr().err

@@ -38,12 +38,16 @@ def test_prior_channels_start_with_zero_weight_on_a_pretrained_encoder(tmp_path)
 
 
 def test_a_missing_weights_file_is_one_line_naming_it(tmp_path):
-    with pytest.raises(
-        ConfigError,
-        match=r"stack.backbone: .*nowhere.pth: no such encoder weights file \(timm_unet "
-        r"never downloads; put the resnet18 weights there\)",
-    ):
-        build_stack({"stack": {"backbone": {"type": "timm_unet", "encoder_weights": str(tmp_path / "nowhere.pth")}}})
+    missing = tmp_path / "nowhere.pth"
+    with pytest.raises(ConfigError) as caught:  # refused by the config check, before timm builds anything
+        build_stack({"stack": {"backbone": {"type": "timm_unet", "encoder_weights": str(missing)}}})
+    assert caught.value.problems == [f"<dict>: stack.backbone.encoder_weights: no such file: {missing}"]
+
+
+def test_an_encoder_timm_does_not_know_is_refused_with_a_suggestion():
+    expected = r"stack.backbone.encoder: timm has no model 'resnet181'; did you mean 'resnet18'\?"
+    with pytest.raises(ConfigError, match=expected):
+        build_stack({"stack": {"backbone": {"type": "timm_unet", "encoder": "resnet181"}}})
 
 
 def test_the_decoder_reaches_full_resolution_with_a_guidance_point_per_stage():

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 from pathlib import Path
 
@@ -150,7 +149,7 @@ def test_tensorboard_logging_writes_scalars_and_images(tmp_path, pairs):
 #: A plugin that kills its own process with SIGKILL at a chosen moment (``DEBLURSTACK_KILL=moment:step``):
 #: ``step`` after that training step, ``validation`` after that step's validation (before its checkpoint),
 #: ``save`` halfway through writing that step's checkpoint.
-KILLER = '''
+KILLER = """
 import os, signal
 import torch
 from deblurstack import hookimpl
@@ -181,19 +180,34 @@ def deblurstack_train_step_end(run, logs):
 def deblurstack_validation_end(run, metrics, samples):
     if MOMENT == "validation" and run.step == STEP:
         _die()
-'''
+"""
 
 
 def test_a_run_with_a_stochastic_prior_killed_three_times_resumes_bit_identical(tmp_path, pairs, installed):
     """SIGKILL mid-way between checkpoints, between a validation and its checkpoint, and during a checkpoint
     write; each time resumed: every tensor of the final checkpoint (weights, EMA, optimizer, random states) and
     every metrics row equal those of an uninterrupted run, and no temporary file is left behind."""
-    config = write_config(tmp_path / "map.yaml", pairs, iterations=60, save_every=20, val_every=20,
-                          keep_last=10, num_workers=2, ema_decay=0.9, deterministic=True, log_every=1000)
+    config = write_config(
+        tmp_path / "map.yaml",
+        pairs,
+        iterations=60,
+        save_every=20,
+        val_every=20,
+        keep_last=10,
+        num_workers=2,
+        ema_decay=0.9,
+        deterministic=True,
+        log_every=1000,
+    )
     data = yaml.safe_load(config.read_text())
     data["stack"]["priors"] = [{"type": "sam_map.dropout"}]
-    data["stack"]["backbone"] = {"type": "nafnet", "width": 8, "enc_blk_nums": [1], "middle_blk_num": 1,
-                                 "dec_blk_nums": [1]}
+    data["stack"]["backbone"] = {
+        "type": "nafnet",
+        "width": 8,
+        "enc_blk_nums": [1],
+        "middle_blk_num": 1,
+        "dec_blk_nums": [1],
+    }
     for split in ("train", "val"):
         data["data"][split]["aux"] = {"masks": {"type": "felzenszwalb", "scale": 20.0, "min_size": 20}}
     config.write_text(yaml.safe_dump(data))
@@ -202,8 +216,13 @@ def test_a_run_with_a_stochastic_prior_killed_three_times_resumes_bit_identical(
     command = [sys.executable, "-m", "deblurstack", "train", str(config)]
 
     def train(folder: str, *extra: str, kill: str = "") -> subprocess.CompletedProcess:
-        return subprocess.run([*command, "--runs-dir", str(tmp_path / folder), *extra], capture_output=True,
-                              text=True, env={**env, "DEBLURSTACK_KILL": kill}, timeout=300)
+        return subprocess.run(
+            [*command, "--runs-dir", str(tmp_path / folder), *extra],
+            capture_output=True,
+            text=True,
+            env={**env, "DEBLURSTACK_KILL": kill},
+            timeout=300,
+        )
 
     assert train("whole").returncode == 0
     run = tmp_path / "killed" / "tiny"
@@ -228,7 +247,7 @@ def _tensors(a: object, b: object, key: str = "") -> list[tuple[str, torch.Tenso
         return [t for k in a for t in _tensors(a[k], b[k], f"{key}.{k}")]
     if isinstance(a, (list, tuple)):
         assert isinstance(b, (list, tuple)) and len(a) == len(b), key
-        return [t for i, (x, y) in enumerate(zip(a, b)) for t in _tensors(x, y, f"{key}[{i}]")]
+        return [t for i, (x, y) in enumerate(zip(a, b, strict=True)) for t in _tensors(x, y, f"{key}[{i}]")]
     if isinstance(a, torch.Tensor):
         return [(key, a, b)]
     assert a == b, key
@@ -468,14 +487,18 @@ def test_the_trainer_example_of_the_hook_specs_trains_and_resumes_exactly(tmp_pa
     subprocess.run([*command, "--runs-dir", str(tmp_path / "whole")], check=True, capture_output=True, env=env)
     whole = tmp_path / "whole" / "tiny"
     assert sorted(p.name for p in (whole / "checkpoints").iterdir()) == [
-        "best.pth", "step_00000002.pth", "step_00000004.pth"
+        "best.pth",
+        "step_00000002.pth",
+        "step_00000004.pth",
     ]
     with open(whole / "metrics.csv") as file:
         assert [(r["step"], r["metric"]) for r in csv.DictReader(file)] == [("4", "psnr"), ("4", "ssim")]
     shutil.copytree(whole, tmp_path / "cut" / "tiny")
     for name in ("step_00000004.pth", "best.pth"):
         (tmp_path / "cut" / "tiny" / "checkpoints" / name).unlink()
-    subprocess.run([*command, "--runs-dir", str(tmp_path / "cut"), "--resume"], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [*command, "--runs-dir", str(tmp_path / "cut"), "--resume"], check=True, capture_output=True, env=env
+    )
     first = load_training_state(whole / "checkpoints" / "step_00000004.pth")
     again = load_training_state(tmp_path / "cut" / "tiny" / "checkpoints" / "step_00000004.pth")
     assert not [key for key, a, b in _tensors(first, again) if not torch.equal(a, b)]
@@ -554,3 +577,13 @@ def test_a_pickled_checkpoint_is_refused_with_how_to_convert_a_trusted_file(tmp_
     assert len(error.splitlines()) == 1
     assert "deblurstack only reads weights and never runs code from a checkpoint" in error
     assert "weights_only=False" not in error.split("trust")[0]  # torch's advice to turn the safety off is gone
+
+
+def test_scoring_needs_only_the_data_of_the_split_it_reads(tmp_path, trained, capsys):
+    config, checkpoint = trained
+    gone = [f"data.train.input_dir={tmp_path / 'gone'}", f"data.train.target_dir={tmp_path / 'gone'}"]
+    assert main(["config", "check", str(config), *gone]) == 2
+    assert f"data.train.input_dir: no such folder: {tmp_path / 'gone'}" in capsys.readouterr().err
+    out = tmp_path / "report"
+    assert main(["test", str(config), *gone, "--checkpoint", str(checkpoint), "--split", "val", "--out", str(out)]) == 0
+    assert (out / "summary.md").is_file()

@@ -110,7 +110,7 @@ def test(
     from deblurstack.engine.evaluation import evaluate, write_report
 
     overrides = [*_with_tlc(overrides, tlc), *([f"data.{split}.skip_bad=true"] if skip_bad else [])]
-    resolved = resolve_config(config, overrides, variant=variant)
+    resolved = resolve_config(config, overrides, variant=variant, splits=[split])
     if split not in resolved.datasets:
         raise ConfigError(f"{config}: data.{split}: no such split (splits: {', '.join(resolved.datasets)})")
     metrics = resolved.build_metrics()
@@ -255,7 +255,7 @@ def run(
     from deblurstack.engine.distributed import resolve_device
     from deblurstack.engine.inference import expand_inputs, run_on_files
 
-    resolved = resolve_config(config, _with_tlc(overrides, tlc), variant=variant)
+    resolved = resolve_config(config, _with_tlc(overrides, tlc), variant=variant, splits=[aux_from])
     needed = {name: node for node in resolved.priors for name in node.record.requires}
     sources = {}
     if needed:
@@ -336,7 +336,7 @@ def export(
     from deblurstack.compose import resolve_config
     from deblurstack.engine.export import CHECK_SIZE, export_onnx
 
-    resolved = resolve_config(config, overrides, variant=variant)
+    resolved = resolve_config(config, overrides, variant=variant, splits=[])
     for node in resolved.priors:
         if node.record.requires:
             raise ConfigError(
@@ -441,7 +441,7 @@ def masks(
     from deblurstack.compose import resolve_config
     from deblurstack.masks import CachedSource
 
-    resolved = resolve_config(config, overrides, variant=variant)
+    resolved = resolve_config(config, overrides, variant=variant, splits=[split] if split else None)
     splits = [split] if split else [s for s, node in resolved.datasets.items() if node.aux]
     lines = []
     for name in splits:

@@ -5,11 +5,17 @@ parameters patch_size, augment, small_images, aux_sources, skip_bad and cache)."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from deblurstack.data import ImageError, Pair, PairedImageDataset, pair_by_name
+from deblurstack.params import ExistingFile, ExistingFolder
 
 Small = Literal["pad", "error"]
+#: side of the square random crop; 8192 is far above any benchmark's frames (GoPro: 1280 x 720), while a crop of
+#: that side is already 800 MB of float32 RGB per sample
+PatchSize = Annotated[int, Field(ge=1, le=8192)]
 
 
 class PairedFolder(PairedImageDataset):
@@ -22,9 +28,9 @@ class PairedFolder(PairedImageDataset):
 
     def __init__(
         self,
-        input_dir: str,
-        target_dir: str,
-        patch_size: int | None = None,
+        input_dir: ExistingFolder,
+        target_dir: ExistingFolder,
+        patch_size: PatchSize | None = None,
         augment: bool = False,
         small_images: Small = "pad",
         aux_sources: Any = None,
@@ -47,10 +53,10 @@ class LocalBlurFolder(PairedImageDataset):
 
     def __init__(
         self,
-        input_dir: str,
-        target_dir: str,
-        mask_dir: str,
-        patch_size: int | None = None,
+        input_dir: ExistingFolder,
+        target_dir: ExistingFolder,
+        mask_dir: ExistingFolder,
+        patch_size: PatchSize | None = None,
         augment: bool = False,
         small_images: Small = "pad",
         aux_sources: Any = None,
@@ -72,10 +78,10 @@ class PairedList(PairedImageDataset):
 
     def __init__(
         self,
-        list_file: str,
-        root: str | None = None,
+        list_file: ExistingFile,
+        root: ExistingFolder | None = None,
         order: Literal["input target", "target input"] = "input target",
-        patch_size: int | None = None,
+        patch_size: PatchSize | None = None,
         augment: bool = False,
         small_images: Small = "pad",
         aux_sources: Any = None,
@@ -98,10 +104,10 @@ class GoPro(PairedImageDataset):
 
     def __init__(
         self,
-        root: str,
+        root: ExistingFolder,
         split: Literal["train", "test"],
         blur: Literal["blur", "blur_gamma"],
-        patch_size: int | None = None,
+        patch_size: PatchSize | None = None,
         augment: bool = False,
         small_images: Small = "pad",
         aux_sources: Any = None,
@@ -132,11 +138,11 @@ class Reds(PairedImageDataset):
 
     def __init__(
         self,
-        root: str,
+        root: ExistingFolder,
         split: Literal["train", "val"],
         blur: Literal["blur", "blur_jpeg", "blur_comp"] = "blur",
         subset: Literal["all", "val_300"] = "all",
-        patch_size: int | None = None,
+        patch_size: PatchSize | None = None,
         augment: bool = False,
         small_images: Small = "pad",
         aux_sources: Any = None,
@@ -167,9 +173,9 @@ class RealBlur(PairedImageDataset):
 
     def __init__(
         self,
-        list_file: str,
-        root: str,
-        patch_size: int | None = None,
+        list_file: ExistingFile,
+        root: ExistingFolder,
+        patch_size: PatchSize | None = None,
         augment: bool = False,
         small_images: Small = "pad",
         aux_sources: Any = None,
@@ -201,9 +207,9 @@ class ReLoBlur(PairedImageDataset):
 
     def __init__(
         self,
-        root: str,
+        root: ExistingFolder,
         split: Literal["train", "test"],
-        patch_size: int | None = None,
+        patch_size: PatchSize | None = None,
         augment: bool = False,
         small_images: Small = "pad",
         aux_sources: Any = None,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from deblurstack import Loss
@@ -27,7 +29,8 @@ class CharbonnierLoss(Loss):
         eps: smoothing constant; 1e-3 as in MPRNet and Restormer's derivatives.
     """
 
-    def __init__(self, eps: float = 1e-3) -> None:
+    # eps = 0 is L1, whose sqrt(0) has no gradient where prediction == target
+    def __init__(self, eps: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1e-3) -> None:
         super().__init__()
         self.eps = eps
 

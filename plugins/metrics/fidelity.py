@@ -6,7 +6,10 @@ BasicSR's ``tensor2img`` does before ``calculate_psnr``), then compared in float
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from deblurstack import Metric
@@ -15,6 +18,9 @@ from deblurstack import Metric
 # i.e. Y in [16, 235] on the 8-bit scale
 Y_WEIGHTS = (65.481, 128.553, 24.966)
 PEAK = 255.0
+
+#: pixels trimmed from each edge; an image too small for it is refused when it is scored
+CropBorder = Annotated[int, Field(ge=0)]
 
 
 def to_levels(image: Tensor) -> Tensor:
@@ -63,10 +69,8 @@ class PSNR(Metric):
         test_y_channel: compare the BT.601 Y channel (16..235 scale) instead of RGB.
     """
 
-    def __init__(self, crop_border: int = 0, test_y_channel: bool = False) -> None:
+    def __init__(self, crop_border: CropBorder = 0, test_y_channel: bool = False) -> None:
         super().__init__()
-        if crop_border < 0:
-            raise ValueError(f"crop_border must be >= 0, got {crop_border}")
         self.crop_border = crop_border
         self.test_y_channel = test_y_channel
         channel = "BT.601 Y (16-235)" if test_y_channel else "RGB"
@@ -94,7 +98,7 @@ class ModeCollapse(Metric):
         threshold: PSNR drop in dB beyond which an output counts as collapsed (3 dB in SAM-Deblur).
     """
 
-    def __init__(self, threshold: float = 3.0) -> None:
+    def __init__(self, threshold: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 3.0) -> None:
         super().__init__()
         self.threshold = threshold
         self.protocol = (

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from deblurstack import DeblurstackError, Metric
+from deblurstack.params import ExistingFile
 
 #: torchvision's file name for the ImageNet weights of each LPIPS backbone
 BACKBONE_FILES = {
@@ -67,14 +68,12 @@ class LPIPS(Metric):
     def __init__(
         self,
         net: Literal["alex", "vgg", "squeeze"] = "alex",
-        backbone_weights: str | None = None,
+        backbone_weights: ExistingFile | None = None,
         pretrained_backbone: bool = True,
     ) -> None:
         super().__init__()
-        if net not in BACKBONE_FILES:
-            raise ValueError(f"net must be one of {', '.join(BACKBONE_FILES)}, got {net!r}")
         path = Path(backbone_weights) if backbone_weights is not None else default_backbone_path(net)
-        if pretrained_backbone and not path.is_file():
+        if pretrained_backbone and not path.is_file():  # also the hub cache, which no hint can name
             where = "backbone_weights file" if backbone_weights is not None else "torchvision's hub cache"
             raise MissingWeightsError(
                 f"LPIPS ({net}) needs the ImageNet weights of its backbone and does not download them: "

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deblurstack import Metric
-from deblurstack.plugins.metrics.fidelity import PEAK, check_pair, prepare
+from deblurstack.plugins.metrics.fidelity import PEAK, CropBorder, check_pair, prepare
 
 WINDOW = 11
 SIGMA = 1.5
@@ -79,14 +79,10 @@ class SSIM(Metric):
     def __init__(
         self,
         variant: Literal["gaussian", "gaussian3d"] = "gaussian",
-        crop_border: int = 0,
+        crop_border: CropBorder = 0,
         test_y_channel: bool = False,
     ) -> None:
         super().__init__()
-        if variant not in ("gaussian", "gaussian3d"):
-            raise ValueError(f"variant must be 'gaussian' or 'gaussian3d', got {variant!r}")
-        if crop_border < 0:
-            raise ValueError(f"crop_border must be >= 0, got {crop_border}")
         self.variant = variant
         self.crop_border = crop_border
         self.test_y_channel = test_y_channel

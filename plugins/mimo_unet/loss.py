@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
 from deblurstack import Loss
@@ -26,7 +29,7 @@ class MIMOUNetLoss(Loss):
         fft_weight: weight of the frequency term (0.1 in the paper and the official code).
     """
 
-    def __init__(self, fft_weight: float = 0.1) -> None:
+    def __init__(self, fft_weight: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.1) -> None:
         super().__init__()
         self.fft_weight = fft_weight
 

@@ -15,8 +15,11 @@ for a 3-channel input whose sides are multiples of 4:
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from deblurstack import Backbone, Guidance, image_residual, pad_to_multiple
@@ -129,12 +132,17 @@ class MIMOUNet(Backbone):
 
     pad_multiple = 4
 
-    def __init__(self, in_channels: int = 3, num_res: int = 8, base_channel: int = 32, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: Annotated[int, Field(ge=3, le=4096)] = 3,
+        num_res: Annotated[int, Field(ge=0, le=256)] = 8,  # MIMO-UNet+ has 20
+        base_channel: Annotated[int, Field(ge=2, le=4096)] = 32,  # the coarsest scale has 4 x base_channel
+        dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0,
+    ) -> None:
         super().__init__()
-        if in_channels < 3 or 2 * base_channel <= in_channels or num_res < 0 or not 0 <= dropout < 1:
+        if 2 * base_channel <= in_channels:  # the SCMs add 2 * base_channel - in_channels feature channels
             raise ValueError(
-                f"need in_channels >= 3, 2 * base_channel > in_channels, num_res >= 0 and 0 <= dropout < 1; "
-                f"got in_channels={in_channels}, base_channel={base_channel}, num_res={num_res}, dropout={dropout}"
+                f"need 2 * base_channel > in_channels; got in_channels={in_channels}, base_channel={base_channel}"
             )
         c = base_channel
         self.Encoder = nn.ModuleList([ResBlocks(c, num_res), ResBlocks(2 * c, num_res), ResBlocks(4 * c, num_res)])

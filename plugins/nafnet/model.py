@@ -15,14 +15,26 @@ Module names reproduce the official state_dict keys (``intro``, ``encoders.i.j.c
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from deblurstack import Backbone, Guidance, image_residual, pad_to_multiple
 
 IMAGE_CHANNELS = 3
+
+#: the image plus prior channels
+InChannels = Annotated[int, Field(ge=IMAGE_CHANNELS, le=4096)]
+Width = Annotated[int, Field(ge=1, le=4096)]
+#: blocks of one stage; 0 leaves only the stage's resampling (the official configs use up to 28)
+Blocks = Annotated[int, Field(ge=0, le=256)]
+#: blocks per level; every level doubles the channels and the padding multiple, so at most 8 levels
+Levels = Annotated[tuple[Blocks, ...], Field(max_length=8)]
+Expand = Annotated[int, Field(ge=1, le=16)]
+Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 def _fast_inference(module: nn.Module) -> bool:
@@ -166,8 +178,6 @@ class _UShape(Backbone):
         if len(enc_blk_nums) != len(dec_blk_nums):
             # the official code zips them silently; a shorter decoder would not come back to full resolution
             raise ValueError(f"enc_blk_nums {enc_blk_nums} and dec_blk_nums {dec_blk_nums} must have equal lengths")
-        if in_channels < IMAGE_CHANNELS or width < 1:
-            raise ValueError(f"in_channels must be >= {IMAGE_CHANNELS} and width >= 1, got {in_channels}, {width}")
         # registration order follows the official __init__, so state_dict keys come in the official order
         self.intro = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
         self.ending = nn.Conv2d(width, IMAGE_CHANNELS, kernel_size=3, padding=1)
@@ -228,14 +238,14 @@ class NAFNet(_UShape):
 
     def __init__(
         self,
-        in_channels: int = 3,
-        width: int = 32,
-        middle_blk_num: int = 1,
-        enc_blk_nums: tuple[int, ...] = (1, 1, 1, 28),
-        dec_blk_nums: tuple[int, ...] = (1, 1, 1, 1),
-        dw_expand: int = 2,
-        ffn_expand: int = 2,
-        drop_out_rate: float = 0.0,
+        in_channels: InChannels = 3,
+        width: Width = 32,
+        middle_blk_num: Blocks = 1,
+        enc_blk_nums: Levels = (1, 1, 1, 28),
+        dec_blk_nums: Levels = (1, 1, 1, 1),
+        dw_expand: Expand = 2,
+        ffn_expand: Expand = 2,
+        drop_out_rate: Dropout = 0.0,
     ) -> None:
         super().__init__(
             in_channels,
@@ -263,14 +273,14 @@ class Baseline(_UShape):
 
     def __init__(
         self,
-        in_channels: int = 3,
-        width: int = 32,
-        middle_blk_num: int = 1,
-        enc_blk_nums: tuple[int, ...] = (1, 1, 1, 28),
-        dec_blk_nums: tuple[int, ...] = (1, 1, 1, 1),
-        dw_expand: int = 1,
-        ffn_expand: int = 2,
-        drop_out_rate: float = 0.0,
+        in_channels: InChannels = 3,
+        width: Width = 32,
+        middle_blk_num: Blocks = 1,
+        enc_blk_nums: Levels = (1, 1, 1, 28),
+        dec_blk_nums: Levels = (1, 1, 1, 1),
+        dw_expand: Expand = 1,
+        ffn_expand: Expand = 2,
+        drop_out_rate: Dropout = 0.0,
     ) -> None:
         super().__init__(
             in_channels,

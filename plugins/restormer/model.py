@@ -10,14 +10,21 @@ the decoder inputs.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from pydantic import Field
 from torch import Tensor, nn
 
 from deblurstack import Backbone, Guidance, image_residual, pad_to_multiple
+
+#: the latent level has 8 * dim channels
+Dim = Annotated[int, Field(ge=1, le=4096)]
+#: transformer blocks of one level (the official model: 4 to 8); 0 leaves only the level's resampling
+Blocks = Annotated[int, Field(ge=0, le=256)]
+Heads = Annotated[int, Field(ge=1, le=4096)]
 
 
 class _Norm(nn.Module):
@@ -154,17 +161,28 @@ class Restormer(Backbone):
 
     def __init__(
         self,
-        in_channels: int = 3,
-        dim: int = 48,
-        num_blocks: tuple[int, int, int, int] = (4, 6, 6, 8),
-        num_refinement_blocks: int = 4,
-        heads: tuple[int, int, int, int] = (1, 2, 4, 8),
-        ffn_expansion_factor: float = 2.66,
+        in_channels: Annotated[int, Field(ge=1, le=4096)] = 3,
+        dim: Dim = 48,
+        num_blocks: tuple[Blocks, Blocks, Blocks, Blocks] = (4, 6, 6, 8),
+        num_refinement_blocks: Blocks = 4,
+        heads: tuple[Heads, Heads, Heads, Heads] = (1, 2, 4, 8),
+        # the feed-forward network's hidden width is int(channels * ffn_expansion_factor)
+        ffn_expansion_factor: Annotated[float, Field(gt=0.0, le=64.0)] = 2.66,
         bias: bool = False,
         layer_norm: Literal["WithBias", "BiasFree"] = "WithBias",
         dual_pixel_task: bool = False,
     ) -> None:
         super().__init__()
+        for level, count in enumerate(heads):
+            if (dim * 2**level) % count:  # a relation between two parameters, which no hint can state
+                raise ValueError(
+                    f"heads[{level}]={count} must divide the {dim * 2**level} channels of level {level + 1} "
+                    f"(dim * {2**level}); heads={tuple(heads)}, dim={dim}"
+                )
+        if int(dim * ffn_expansion_factor) < 1:
+            raise ValueError(
+                f"ffn_expansion_factor={ffn_expansion_factor} gives the {dim}-channel level no hidden channels"
+            )
 
         def blocks(count: int, channels: int, head_count: int) -> nn.Sequential:
             return nn.Sequential(

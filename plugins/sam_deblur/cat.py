@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Annotated
 
+from pydantic import Field
 from torch import Tensor
 
 from deblurstack import Prior, PriorOutput
@@ -21,7 +23,7 @@ class LabelChannel(Prior):
 
     out_channels = 1
 
-    def __init__(self, scale: float = 1 / 255) -> None:
+    def __init__(self, scale: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1 / 255) -> None:
         super().__init__()
         self.scale = scale
 

@@ -23,13 +23,15 @@ import functools
 import warnings
 from collections.abc import Mapping
 from types import ModuleType
+from typing import Annotated
 
 import torch
 import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from deblurstack import Prior, PriorOutput, pad_to_multiple
+from deblurstack import Prior, PriorOutput, Stochastic, pad_to_multiple
 
 #: mask value in the released checkpoints: ``masks2tensor`` divides SAM-Deblur's bool masks by 255
 RELEASE_MASK_VALUE = 1 / 255
@@ -39,7 +41,7 @@ RELEASE_PAD = 16
 EPS = 1e-8
 
 
-class MaskAveragePooling(Prior):
+class MaskAveragePooling(Stochastic, Prior):
     """MAP: ``f = conv1x1(conv3x3(image))`` (3 -> s -> s channels), then each pixel gets its group's mean of f.
 
     Groups are the distinct values of each sample's label map ``aux["masks"]`` (``B x H x W``, integer).
@@ -62,12 +64,13 @@ class MaskAveragePooling(Prior):
         release_compat: reproduce the released checkpoints (masks of value 1/255, padding to 16).
     """
 
-    def __init__(self, seg_channels: int = 2, dropout: float = 0.0, release_compat: bool = False) -> None:
+    def __init__(
+        self,
+        seg_channels: Annotated[int, Field(ge=1, le=4096)] = 2,
+        dropout: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0,
+        release_compat: bool = False,
+    ) -> None:
         super().__init__()
-        if seg_channels < 1:
-            raise ValueError(f"seg_channels must be >= 1, got {seg_channels}")
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
         self.out_channels = seg_channels
         self.dropout = dropout
         self.release_compat = release_compat
@@ -109,7 +112,7 @@ class MaskAveragePooling(Prior):
             uncovered = torch.zeros_like(counts, dtype=torch.bool)
             uncovered[:, groups:] = True  # release_compat's padding
             if dropout:
-                uncovered[:, :groups] = drop_groups(counts[:, :groups] > 0, self.dropout)
+                uncovered[:, :groups] = drop_groups(counts[:, :groups] > 0, self.dropout, self.generator)
         mask_value = RELEASE_MASK_VALUE if self.release_compat else None
         table = group_values(sums, counts.to(sums.dtype), uncovered, mask_value).to(image.dtype)
         out = kernels.broadcast(table, ids) if kernels else broadcast(table, ids)
@@ -159,11 +162,16 @@ def load_kernels() -> ModuleType | None:
     """The numba kernels, imported on first use (numba adds about 0.15 s to start-up); None if they cannot load.
 
     Numba compiles them on the first call (about 2 s) and caches the machine code next to ``kernels.py``, or in
-    ``NUMBA_CACHE_DIR`` (default ``~/.cache/numba``) where that folder is read-only. Where no cache folder is
-    writable, or numba is broken, MAP runs on torch ops (slower, same results) after one warning.
+    ``NUMBA_CACHE_DIR`` (default ``~/.cache/numba``) where that folder is read-only. numba is optional
+    (``pip install 'deblurstack[fast]'``): without it MAP runs on torch ops (slower, same results); where no cache
+    folder is writable, or an installed numba is broken, it does so after one warning.
     """
     try:
         from deblurstack.plugins.sam_deblur import kernels
+    except ModuleNotFoundError as error:
+        if error.name != "numba":
+            raise
+        return None  # the extra is not installed: nothing to warn about
     except (ImportError, RuntimeError) as error:  # RuntimeError: numba found no writable cache folder
         warnings.warn(f"sam_map: numba kernels unavailable ({error}); pooling with torch ops", stacklevel=2)
         return None
@@ -193,16 +201,17 @@ def group_ids(labels: Tensor) -> tuple[Tensor, int]:
     return ids.view_as(labels), int(ids.max()) + 1
 
 
-def drop_groups(present: Tensor, fraction: float) -> Tensor:
+def drop_groups(present: Tensor, fraction: float, generator: torch.Generator | None = None) -> Tensor:
     """Choose exactly ``floor(fraction * M_b)`` of the ``M_b`` present groups of each sample, uniformly.
 
     Vectorised ``torch.randperm(M_b)[:K_b]``: the ranks of iid uniform keys are a uniform random permutation.
     The k-th present group of a sample gets the k-th key, so the groups dropped depend on the present groups'
     order only, not on how wide the table is (the kernels' tables grow to a power of two; the ops' do not).
+    The keys are drawn on the CPU from ``generator`` (the module's own: see ``Stochastic``), then moved.
     """
     count = present.sum(1)
     drop = torch.floor(count.double() * fraction).long()  # float64, as the official int(p * M) in Python
-    keys = torch.rand(present.shape[0], max(int(count.max()), 1), device=present.device)
+    keys = torch.rand(present.shape[0], max(int(count.max()), 1), generator=generator).to(present.device)
     order = (present.cumsum(1) - 1).clamp_min(0)  # each present group's place among its sample's present groups
     keys = keys.gather(1, order).masked_fill(~present, 2.0)  # absent groups rank last
     rank = keys.argsort(1).argsort(1)

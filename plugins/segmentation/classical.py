@@ -7,9 +7,16 @@ with 256 or more segments the map is int32 (the cache stores it as 16-bit PNG).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 
 from deblurstack.data import Pair
+
+Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+#: Gaussian smoothing in pixels; 0 smooths nothing
+Sigma = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 
 def as_label_map(segments: np.ndarray) -> np.ndarray:
@@ -31,7 +38,9 @@ class FelzenszwalbMasks:
         min_size: smallest segment in pixels; smaller ones are merged into a neighbour.
     """
 
-    def __init__(self, scale: float = 500.0, sigma: float = 0.8, min_size: int = 200) -> None:
+    def __init__(
+        self, scale: Positive = 500.0, sigma: Sigma = 0.8, min_size: Annotated[int, Field(ge=0)] = 200
+    ) -> None:
         self.scale, self.sigma, self.min_size = scale, sigma, min_size
 
     def __call__(self, image: np.ndarray, pair: Pair) -> np.ndarray:
@@ -53,7 +62,9 @@ class SlicMasks:
         sigma: Gaussian smoothing (pixels) before segmenting.
     """
 
-    def __init__(self, n_segments: int = 100, compactness: float = 10.0, sigma: float = 1.0) -> None:
+    def __init__(
+        self, n_segments: Annotated[int, Field(ge=1)] = 100, compactness: Positive = 10.0, sigma: Sigma = 1.0
+    ) -> None:
         self.n_segments, self.compactness, self.sigma = n_segments, compactness, sigma
 
     def __call__(self, image: np.ndarray, pair: Pair) -> np.ndarray:

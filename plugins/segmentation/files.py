@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 
 from deblurstack.data import Pair, read_map
+from deblurstack.params import ExistingFolder
 from deblurstack.plugins.segmentation.grouping import SegmentationError, groups_from_npz
 
 SUFFIXES = {"png": (".png",), "npz": (".npz",), "auto": (".png", ".npz")}
@@ -27,7 +28,7 @@ class MaskFiles:
         format: png, npz, or auto (png when both exist).
     """
 
-    def __init__(self, folder: str, format: Literal["auto", "png", "npz"] = "auto") -> None:
+    def __init__(self, folder: ExistingFolder, format: Literal["auto", "png", "npz"] = "auto") -> None:
         self.folder = Path(folder)
         self.format = format
 

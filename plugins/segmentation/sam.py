@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import AfterValidator, Field
 
 from deblurstack.checkpoint import read_state_dict
 from deblurstack.data import Pair
@@ -21,6 +22,20 @@ CHECKPOINT_URLS = {
 #: image encoder width -> model type
 ENCODER_WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 _PATCH_EMBED = "image_encoder.patch_embed.proj.weight"
+
+
+def _device(name: str) -> str:
+    """``auto`` or a device string torch reads (``cpu``, ``cuda``, ``cuda:1``, ``mps`` ...); not whether it exists."""
+    if name != "auto":
+        try:
+            torch.device(name)
+        except RuntimeError as error:
+            raise ValueError(f"not a torch device: {' '.join(str(error).split())}") from None
+    return name
+
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Device = Annotated[str, AfterValidator(_device)]
 
 
 class SamMasks:
@@ -53,18 +68,21 @@ class SamMasks:
         self,
         checkpoint: str,
         model_type: Literal["vit_h", "vit_l", "vit_b"] = "vit_h",
-        points_per_side: int = 32,
-        points_per_batch: int = 64,
-        pred_iou_thresh: float = 0.88,
-        stability_score_thresh: float = 0.95,
-        stability_score_offset: float = 1.0,
-        box_nms_thresh: float = 0.7,
-        crop_n_layers: int = 0,
-        crop_nms_thresh: float = 0.7,
-        crop_overlap_ratio: float = 512 / 1500,
-        crop_n_points_downscale_factor: int = 1,
-        min_mask_region_area: int = 0,
-        device: str = "auto",
+        # the grid has points_per_side ** 2 points, each decoded into three masks
+        points_per_side: Annotated[int, Field(ge=1, le=1024)] = 32,
+        # memory grows with it: the three masks of each point of a batch are upsampled to the full image size
+        points_per_batch: Annotated[int, Field(ge=1, le=1024)] = 64,
+        pred_iou_thresh: Fraction = 0.88,
+        stability_score_thresh: Fraction = 0.95,
+        stability_score_offset: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 1.0,
+        box_nms_thresh: Fraction = 0.7,
+        # layer k adds 4 ** k crops, each a full run of SAM's image encoder (4 layers: 341 per image)
+        crop_n_layers: Annotated[int, Field(ge=0, le=4)] = 0,
+        crop_nms_thresh: Fraction = 0.7,
+        crop_overlap_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 512 / 1500,
+        crop_n_points_downscale_factor: Annotated[int, Field(ge=1)] = 1,
+        min_mask_region_area: Annotated[int, Field(ge=0)] = 0,
+        device: Device = "auto",
         channel_order: Literal["rgb", "bgr"] = "rgb",
     ) -> None:
         self.checkpoint = Path(checkpoint)

@@ -9,13 +9,28 @@ zero weights, so the encoder starts out seeing the image exactly as it was train
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import AfterValidator, Field
 from torch import Tensor, nn
 
 from deblurstack import Backbone, DeblurstackError, Guidance, image_residual, pad_to_multiple
+from deblurstack.errors import did_you_mean
+from deblurstack.params import ExistingFile
+
+
+def _timm_model(name: str) -> str:
+    """``name`` if timm knows the architecture (a pretrained tag like ``resnet18.a1_in1k`` is allowed)."""
+    import timm
+
+    if not timm.is_model(name):
+        raise ValueError(f"timm has no model {name!r}{did_you_mean(name, timm.list_models())}")
+    return name
+
+
+TimmModel = Annotated[str, AfterValidator(_timm_model)]
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -54,19 +69,14 @@ class TimmUNet(Backbone):
 
     def __init__(
         self,
-        encoder: str = "resnet18",
-        in_channels: int = 3,
-        encoder_weights: str | None = None,
-        decoder_width: int = 16,
+        encoder: TimmModel = "resnet18",
+        in_channels: Annotated[int, Field(ge=3, le=4096)] = 3,
+        encoder_weights: ExistingFile | None = None,
+        decoder_width: Annotated[int, Field(ge=1, le=256)] = 16,  # stages are capped at 256 channels anyway
     ) -> None:
         super().__init__()
         import timm
 
-        if encoder_weights is not None and not Path(encoder_weights).is_file():
-            raise DeblurstackError(
-                f"{encoder_weights}: no such encoder weights file (timm_unet never downloads; put "
-                f"the {encoder} weights there)"
-            )
         if encoder_weights is None:
             self.encoder = timm.create_model(encoder, features_only=True, in_chans=in_channels)
         else:  # load the 3-channel weights, then widen: prior channels start with zero weight

@@ -9,12 +9,15 @@ sigmoid image.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from deblurstack import Backbone, Guidance, image_residual, pad_to_multiple
+
+Channels = Annotated[int, Field(ge=1, le=4096)]
 
 
 class DoubleConv(nn.Module):
@@ -88,17 +91,17 @@ class UNet(Backbone):
 
     def __init__(
         self,
-        in_channels: int = 3,
-        out_channels: int = 3,
-        width: int = 64,
-        depth: int = 4,
+        in_channels: Channels = 3,
+        out_channels: Channels = 3,
+        width: Annotated[int, Field(ge=2, le=4096)] = 64,
+        # the bottom level has width * 2**(depth - 1) channels and inputs are padded to 2**depth
+        depth: Annotated[int, Field(ge=1, le=10)] = 4,
         output: Literal["residual", "sigmoid"] = "residual",
         norm: Literal["batch", "none"] = "batch",
     ) -> None:
         super().__init__()
-        if depth < 1 or width < 2:
-            raise ValueError(f"depth must be >= 1 and width >= 2, got depth={depth}, width={width}")
         self.output = output
+        self.residual = output == "residual"
         self.depth = depth
         self.pad_multiple = 2**depth
         # encoder level k has width * 2**k channels; the bottom repeats the level above (bilinear U-Net)
