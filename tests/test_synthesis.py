@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from scipy import ndimage
 from skimage import data
 
+from deblurstack import ConfigError
+from deblurstack.compose import resolve_node
 from deblurstack.plugins.synthesis.frame_average import FrameAverage
 from deblurstack.plugins.synthesis.motion_blur import (
     MotionBlur,
@@ -170,13 +172,22 @@ def test_apply_kernel_matches_a_direct_linear_space_convolution():
     np.testing.assert_allclose(apply_kernel(sharp, kernel), expected, atol=1e-4)
 
 
+def refusal(node: dict) -> str:
+    """The one problem ``--type / --set`` (as ``deblurstack synth`` checks them) report for ``node``."""
+    with pytest.raises(ConfigError) as caught:
+        resolve_node("synthesizer", node, "--type / --set")
+    (problem,) = caught.value.problems
+    return problem
+
+
 def test_settings_that_cannot_work_are_refused():
-    with pytest.raises(ValueError, match="odd"):
-        MotionBlur(kernel_size=30)
-    with pytest.raises(ValueError, match="max_length"):
+    assert "--type / --set.kernel_size: must be odd, got 30" in refusal({"type": "motion_blur", "kernel_size": 30})
+    assert "--type / --set.exposure: input should be greater than 0 " in refusal({"type": "motion_blur", "exposure": 0})
+    assert "--type / --set.noise_sigma: input should be greater than or equal to 0" in refusal(
+        {"type": "motion_blur", "noise_sigma": -0.1}
+    )
+    with pytest.raises(ValueError, match="max_length"):  # a relation between two parameters: checked when built
         MotionBlur(kernel_size=31, max_length=40.0)
-    with pytest.raises(ValueError, match="exposure"):
-        MotionBlur(exposure=0.0)
     with pytest.raises(ValueError, match="spans"):
         trajectory_kernel(np.array([0, 20 + 0j]), size=15)
     with pytest.raises(ValueError, match="1 frame"):
@@ -264,8 +275,7 @@ def test_frames_moving_over_a_photo_blur_it():
 
 
 def test_an_even_or_wrong_number_of_frames_is_refused():
-    with pytest.raises(ValueError, match="odd"):
-        FrameAverage(frames=6)
+    assert "--type / --set.frames: must be odd, got 6" in refusal({"type": "frame_average", "frames": 6})
     with pytest.raises(ValueError, match="7 frame"):
         FrameAverage()([texture(8)] * 6, rng())
     with pytest.raises(ValueError, match="differ in size"):

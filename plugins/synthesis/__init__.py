@@ -1,4 +1,5 @@
-"""Blur synthesizers: random-trajectory camera shake (DeblurGAN) and frame averaging (GoPro/REDS)."""
+"""Blur synthesizers: random-trajectory camera shake (DeblurGAN), frame averaging (GoPro/REDS) of real
+frames or of a simulated camera sweep, defocus and Gaussian lens blur, and a mixture of them with sensor noise."""
 
 from deblurstack import SynthesizerRecord, hookimpl
 
@@ -22,5 +23,34 @@ def deblurstack_synthesizers():
             reference="Nah et al., Deep Multi-scale CNN for Dynamic Scene Deblurring (GoPro), CVPR 2017; "
             "Nah et al., NTIRE 2019 Challenge on Video Deblurring (REDS)",
             frames="frames",
+        ),
+        SynthesizerRecord(
+            name="camera_sweep",
+            factory=f"{package}.sweep:CameraSweep",
+            summary="Frame averaging from one image: mean of N warps along a random pan/roll/zoom in linear space "
+            "(spatially varying blur); target = the middle, unwarped frame",
+            reference="averaging as in Nah et al., GoPro, CVPR 2017; the frames are warps of one still image",
+            frames=1,
+        ),
+        SynthesizerRecord(
+            name="defocus",
+            factory=f"{package}.lens:Defocus",
+            summary="Out-of-focus blur: a uniform disc kernel of random radius (circle of confusion) in linear space",
+            reference="geometric-optics defocus model, e.g. Levin et al., Image and Depth from a Conventional Camera "
+            "with a Coded Aperture, SIGGRAPH 2007",
+            frames=1,
+        ),
+        SynthesizerRecord(
+            name="gaussian_blur",
+            factory=f"{package}.lens:GaussianBlur",
+            summary="Gaussian point-spread function of random std in linear space (soft lens, atmospheric blur)",
+            frames=1,
+        ),
+        SynthesizerRecord(
+            name="mixed",
+            factory=f"{package}.mixed:Mixed",
+            summary="A mixture of blur families: one synthesizer node drawn per pair (or none: sharp), "
+            "then Poisson shot and Gaussian noise",
+            frames=1,
         ),
     ]

@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
+
+
+def odd(value: int) -> int:
+    """``value`` if it is odd: a kernel needs a centre pixel, an average of frames a middle frame."""
+    if value % 2 == 0:
+        raise ValueError(f"must be odd, got {value}")
+    return value
+
+
+#: exponent of the camera response ``g^-1(y) = y ** gamma``
+Gamma = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+#: std of white Gaussian noise on [0, 1] values
+NoiseSigma = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 
 def check_frames(frames: Sequence[np.ndarray], count: int) -> list[np.ndarray]:
@@ -18,14 +33,6 @@ def check_frames(frames: Sequence[np.ndarray], count: int) -> list[np.ndarray]:
         if array.shape != arrays[0].shape:
             raise ValueError(f"frames differ in size: {arrays[0].shape} and {array.shape}")
     return arrays
-
-
-def check_camera(gamma: float, noise_sigma: float) -> None:
-    """Reject a non-positive ``gamma`` or a negative ``noise_sigma``."""
-    if not gamma > 0:
-        raise ValueError(f"gamma must be positive, got {gamma}")
-    if not noise_sigma >= 0:
-        raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
 
 
 def to_linear(image: np.ndarray, gamma: float) -> np.ndarray:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import AfterValidator, Field
 
 from deblurstack import Synthesizer
-from deblurstack.plugins.synthesis.common import add_noise, check_camera, check_frames, from_linear, to_linear
+from deblurstack.plugins.synthesis.common import Gamma, NoiseSigma, add_noise, check_frames, from_linear, odd, to_linear
+
+#: odd; at most 255 frames are held at once (2.8 GB of float32 RGB at 1280 x 720)
+Frames = Annotated[int, Field(ge=1, le=255), AfterValidator(odd)]
 
 
 class FrameAverage(Synthesizer):
@@ -24,10 +30,7 @@ class FrameAverage(Synthesizer):
         noise_sigma: std of white Gaussian noise added to the blurry image after ``g`` (on [0, 1] values).
     """
 
-    def __init__(self, frames: int = 7, gamma: float = 2.2, noise_sigma: float = 0.0) -> None:
-        if frames < 1 or frames % 2 == 0:
-            raise ValueError(f"frames must be a positive odd number, so that a middle frame exists; got {frames}")
-        check_camera(gamma, noise_sigma)
+    def __init__(self, frames: Frames = 7, gamma: Gamma = 2.2, noise_sigma: NoiseSigma = 0.0) -> None:
         self.frames, self.gamma, self.noise_sigma = frames, gamma, noise_sigma
 
     def __call__(self, frames: list[np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:

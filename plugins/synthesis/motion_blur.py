@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import cmath
 import math
+from typing import Annotated
 
 import cv2
 import numpy as np
+from pydantic import AfterValidator, Field
 
 from deblurstack import Synthesizer
-from deblurstack.plugins.synthesis.common import add_noise, check_camera, check_frames, from_linear, to_linear
+from deblurstack.plugins.synthesis.common import Gamma, NoiseSigma, add_noise, check_frames, from_linear, odd, to_linear
 
 #: DeblurGAN's choices for ``expl`` (our ``anxiety``), one drawn per kernel when not given.
 ANXIETIES = (0.01, 0.009, 0.008, 0.007, 0.005, 0.003, 0.002, 0.001)
 #: Exposure fractions drawn when not given: DeblurGAN's (1/1000, 1/10, 1/2, 1) without 1/1000,
 #: whose kernel covers 2 of 2000 samples, i.e. an unblurred pair.
 EXPOSURES = (0.1, 0.5, 1.0)
+
+#: odd, so that the kernel has a centre pixel; DeblurGAN's canvas is 64 px
+KernelSize = Annotated[int, Field(ge=1, le=1023), AfterValidator(odd)]
 
 
 def random_trajectory(
@@ -142,25 +147,16 @@ class MotionBlur(Synthesizer):
 
     def __init__(
         self,
-        kernel_size: int = 31,
-        max_length: float = 20.0,
-        iterations: int = 2000,
-        exposure: float | None = None,
-        anxiety: float | None = None,
-        gamma: float = 2.2,
-        noise_sigma: float = 0.0,
+        kernel_size: KernelSize = 31,
+        max_length: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 20.0,
+        iterations: Annotated[int, Field(ge=2, le=1_000_000)] = 2000,  # one Python step each (DeblurGAN: 2000)
+        exposure: Annotated[float, Field(gt=0.0, le=1.0)] | None = None,
+        anxiety: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None,
+        gamma: Gamma = 2.2,
+        noise_sigma: NoiseSigma = 0.0,
     ) -> None:
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
-        if not 0 < max_length <= kernel_size - 1:
-            raise ValueError(f"max_length must be in (0, kernel_size - 1 = {kernel_size - 1}], got {max_length}")
-        if iterations < 2:
-            raise ValueError(f"iterations must be >= 2, got {iterations}")
-        if exposure is not None and not 0 < exposure <= 1:
-            raise ValueError(f"exposure must be in (0, 1] or None, got {exposure}")
-        if anxiety is not None and not anxiety >= 0:
-            raise ValueError(f"anxiety must be >= 0 or None, got {anxiety}")
-        check_camera(gamma, noise_sigma)
+        if max_length > kernel_size - 1:  # a relation between two parameters, which no hint can state
+            raise ValueError(f"max_length must be <= kernel_size - 1 = {kernel_size - 1}, got {max_length}")
         self.kernel_size, self.max_length, self.iterations = kernel_size, max_length, iterations
         self.exposure, self.anxiety, self.gamma, self.noise_sigma = exposure, anxiety, gamma, noise_sigma
 
