@@ -4,7 +4,9 @@
 A model trained on one family learns that family's kernels; one trained on a mixture has to
 estimate the blur from the image, which is what makes it hold up on blur it has not seen. The
 mixture can also leave a share of the pairs sharp (only noisy), which teaches the model to leave
-sharp content alone instead of sharpening everything it is given.
+sharp content alone instead of sharpening everything it is given, and vary the colours of the sharp
+photo (channel order, white balance): a small model trained on a handful of photos, half of them
+grey, otherwise meets hues at test time it has never seen (a blue sky) and shifts them.
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ DEFAULT_COMPONENTS = ({"type": "motion_blur"}, {"type": "defocus"})
 class Mixed(Synthesizer):
     """Blur from a mixture: each pair draws one of ``components`` (by ``weights``), or stays sharp, then gets noise.
 
-    Per pair, from its random generator: with probability ``sharp_probability`` the blurry image is
-    the sharp one; otherwise component ``j`` (drawn with probability proportional to ``weights[j]``)
+    Per pair, from its random generator: the sharp photo's colours are varied first when asked
+    (``shuffle_channels``: one of the 6 orders of R, G, B; ``tint``: each channel scaled by a gain
+    drawn in ``[1 - tint, 1]``), and the varied photo is the target. Then with probability
+    ``sharp_probability`` the blurry image is the sharp one; otherwise component ``j`` (drawn with probability proportional to ``weights[j]``)
     makes the pair from the same generator. Then noise is added to the blurry image: Poisson shot
     noise on the linear intensities (``photons`` at white, drawn log-uniformly in the range), then
     white Gaussian noise of a std drawn uniformly in ``noise_sigma``. The target is the component's target.
@@ -65,6 +69,8 @@ class Mixed(Synthesizer):
         photons: range ``[low, high]`` of the white level in photons for Poisson shot noise in linear
             space, drawn log-uniformly per pair (100: strong noise, 10000: faint); unset adds none.
         gamma: exponent of the camera response ``g^-1(y) = y ** gamma`` used for the shot noise.
+        shuffle_channels: put the sharp photo's R, G, B channels in a random order per pair.
+        tint: largest loss of each channel's gain (white balance) applied to the sharp photo, in [0, 1); 0 keeps it.
     """
 
     def __init__(
@@ -75,6 +81,8 @@ class Mixed(Synthesizer):
         noise_sigma: tuple[NoiseSigma, NoiseSigma] = (0.0, 0.0),
         photons: tuple[Photons, Photons] | None = None,
         gamma: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2.2,
+        shuffle_channels: bool = False,
+        tint: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0,
     ) -> None:
         from deblurstack.compose import resolve_node
 
@@ -104,6 +112,15 @@ class Mixed(Synthesizer):
             tuple(photons) if photons is not None else None,
             gamma,
         )
+        self.shuffle_channels, self.tint = shuffle_channels, tint
+
+    def vary_colours(self, sharp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The sharp photo with its channels reordered and tinted as configured (the pair's target)."""
+        if self.shuffle_channels:
+            sharp = np.ascontiguousarray(sharp[..., rng.permutation(3)])
+        if self.tint > 0:
+            sharp = sharp * rng.uniform(1.0 - self.tint, 1.0, size=3).astype(np.float32)
+        return sharp
 
     def choose(self, rng: np.random.Generator) -> int | None:
         """The component a pair is made with (None: left sharp); what :meth:`__call__` draws first."""
@@ -126,6 +143,7 @@ class Mixed(Synthesizer):
 
     def __call__(self, frames: list[np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
         (sharp,) = check_frames(frames, 1)
+        sharp = self.vary_colours(sharp, rng)
         choice = self.choose(rng)
         made = {"input": sharp, "target": sharp} if choice is None else dict(self.components[choice]([sharp], rng))
         made["input"] = self.add_noise(made["input"], rng)
