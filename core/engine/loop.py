@@ -5,30 +5,8 @@ The trainer contract: a trainer plugin's factory takes its YAML parameters and r
 must, on the main process (``job.distributed.is_main``), leave in ``job.run.checkpoints`` a checkpoint that
 resumes the run exactly; it calls the lifecycle hooks (``deblurstack_run_start``, ``_train_step_end``,
 ``_validation_end``, ``_run_end``) and resumes from ``job.resume_from`` when that is set. :class:`TrainingLoop`
-does all of that except the step itself::
-
-    from dataclasses import dataclass
-
-    import torch
-    from deblurstack.engine.loop import LoopOptions, TrainingLoop
-    from deblurstack.engine.training import LossStep, TrainingJob
-
-    @dataclass(kw_only=True)
-    class PlainTrainer(LoopOptions):
-        batch_size: int = 4
-        lr: float = 1e-3
-
-        def fit(self, job: TrainingJob) -> None:
-            optimizer = torch.optim.Adam(job.stack.parameters(), lr=self.lr)
-            loss_of = LossStep(job.stack)
-            with TrainingLoop(job, self, state={"optimizer": optimizer}) as loop:
-                for batch in loop.batches(job.dataset("train"), self.batch_size):
-                    total, terms = loss_of(batch)
-                    loop.check_finite(total, terms)
-                    optimizer.zero_grad()
-                    total.backward()
-                    optimizer.step()
-                    loop.step_done({"loss": total.item()})
+does all of that except the step itself; the ``deblurstack_trainers`` hook spec (``deblurstack.hookspecs``) has a
+complete trainer built on it, which the tests install and resume.
 
 The loop saves and restores the weights (and their EMA), every object in ``state`` (optimizers, schedulers, AMP
 scalers, discriminators: anything with ``state_dict``/``load_state_dict``), the step, the best validation score,
@@ -182,8 +160,9 @@ class TrainingLoop:
         checkpoint = load_training_state(path)
         load_state(self.stack, checkpoint["params"], source=f"{path} [params]")
         absent = [name for name in self.state if name not in checkpoint]
-        if absent or (self.ema is not None and "params_ema" not in checkpoint):
-            absent += [] if self.ema is None or "params_ema" in checkpoint else ["params_ema (ema_decay is set)"]
+        if self.ema is not None and "params_ema" not in checkpoint:
+            absent.append("params_ema (ema_decay is set)")
+        if absent:
             raise CheckpointError(f"{path}: cannot resume this trainer: no {', '.join(absent)} in the checkpoint")
         for name, item in self.state.items():
             item.load_state_dict(checkpoint[name])
