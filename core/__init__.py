@@ -38,6 +38,7 @@ from deblurstack.records import (
     PriorRecord,
     SynthesizerRecord,
     TrainerRecord,
+    TrainingSplit,
     TranslatorRecord,
 )
 
@@ -146,6 +147,7 @@ __all__ = [
     "PriorRecord",
     "SynthesizerRecord",
     "TrainerRecord",
+    "TrainingSplit",
     "TranslatorRecord",
     "hookimpl",
     "hookspec",

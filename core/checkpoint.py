@@ -50,7 +50,11 @@ def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
 
 
 def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
-    """The state dict stored in ``path``: under ``key``, the first of ``STATE_DICT_KEYS``, or the file itself."""
+    """The state dict stored in ``path``: under ``key``, the first of ``STATE_DICT_KEYS``, or the file itself.
+
+    A file saved from a ``DataParallel``/``DistributedDataParallel`` wrapper (every key under ``module.``)
+    comes back without that prefix.
+    """
     loaded = read_checkpoint(path)
     if key is None and not all(isinstance(v, Tensor) for v in loaded.values()):
         key = next((k for k in STATE_DICT_KEYS if isinstance(loaded.get(k), Mapping)), None)
@@ -63,6 +67,8 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tenso
         loaded = loaded[key]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
         raise CheckpointError(f"{path}: {key or 'the file'} is not a state dict (a mapping of tensors)")
+    if loaded and all(str(k).startswith("module.") for k in loaded):  # saved from DataParallel/DDP
+        return {str(k).removeprefix("module."): v for k, v in loaded.items()}
     return dict(loaded)
 
 

@@ -39,7 +39,7 @@ from typing import Any
 from deblurstack.config import Config, config_from_dict, load_config
 from deblurstack.errors import ConfigError, DeblurstackError, did_you_mean, one_line
 from deblurstack.params import Signature, read_signature, references
-from deblurstack.records import IMAGE_CHANNELS, KINDS, ComponentRecord
+from deblurstack.records import IMAGE_CHANNELS, KINDS, ComponentRecord, TrainingSplit
 from deblurstack.registry import Component, PluginManager, get_plugin_manager
 
 #: a run's name is a folder name under the runs folder, never a path
@@ -208,6 +208,7 @@ class _Resolver:
         self.config = config
         self.manager = manager
         self.splits = None if splits is None else set(splits)
+        self.trainer_checked = False  # the trainer node resolved without problems, so it can be built
         self.problems: list[str] = []
 
     def problem(self, keypath: str, message: str) -> None:
@@ -231,7 +232,9 @@ class _Resolver:
         self.resolve_data(data.get("data"), resolved)
         resolved.metrics = self.node_list("metric", data.get("metrics"), "metrics")
         if data.get("train") is not None:
+            before = len(self.problems)
             resolved.trainer = self.node("trainer", data["train"], "train")
+            self.trainer_checked = len(self.problems) == before
         self.check_aux_inputs(resolved)
         self.check_references(resolved)
         self.check_training(resolved)
@@ -385,19 +388,27 @@ class _Resolver:
     def check_aux_inputs(self, resolved: ResolvedConfig) -> None:
         """Each dataset must provide the inputs what runs on it reads.
 
-        Priors' forward inputs are needed everywhere; what losses and priors' auxiliary losses read
-        only in the ``train`` split; what metrics read in the other splits.
+        Priors' forward inputs are needed everywhere. On the splits the trainer trains on (its
+        ``training_splits()``: ``train`` unless it says otherwise), what the losses it minimises there read:
+        the stack's losses' inputs and the priors' ``training_inputs``. On the other splits, what metrics read.
         """
+        uses: dict[str, list[TrainingSplit]] = {}
+        for use in self.training_splits(resolved):
+            uses.setdefault(use.split, []).append(use)
         for split, dataset in resolved.datasets.items():
-            provided = {*BASIC_INPUTS, *dataset.record.provides, *dataset.aux}
+            provided = {*BASIC_INPUTS, *dataset_provides(dataset), *dataset.aux}
             needs = [(node, name) for node in resolved.priors for name in node.record.requires]
-            if split == TRAIN_SPLIT:
-                needs += [(node, name) for node in resolved.priors for name in node.record.training_inputs]
-                needs += [(node, name) for node in resolved.losses for name in node.record.requires]
+            if split in uses:
+                if any(use.prior_losses for use in uses[split]):
+                    needs += [(node, name) for node in resolved.priors for name in node.record.training_inputs]
+                if any(use.stack_losses for use in uses[split]):
+                    needs += [(node, name) for node in resolved.losses for name in node.record.requires]
             else:
                 needs += [(node, name) for node in resolved.metrics for name in node.record.requires]
+            reported = set()
             for consumer, name in needs:
-                if name not in provided:
+                if name not in provided and (consumer.keypath, name) not in reported:
+                    reported.add((consumer.keypath, name))
                     sources = [
                         c.name for c in self.manager.components("mask_source").values() if name in c.record.provides
                     ]
@@ -408,6 +419,40 @@ class _Resolver:
                         f"input {name!r}, which dataset {dataset.type!r} does not provide; add "
                         f"data.{split}.aux.{name} with a mask source{hint}",
                     )
+
+    def training_splits(self, resolved: ResolvedConfig) -> list[TrainingSplit]:
+        """What the trainer trains on (its ``training_splits()``), after checking the splits and parts it names."""
+        default = [TrainingSplit(TRAIN_SPLIT, f"data.{TRAIN_SPLIT}")]
+        if resolved.trainer is None or not self.trainer_checked:
+            return default
+        try:
+            trainer = resolved.trainer.build()
+        except ConfigError as error:
+            self.problems.append(str(error))
+            return default
+        declared = getattr(trainer, "training_splits", None)
+        if declared is None:
+            return default
+        uses = list(declared())
+        parts = {name: node for name, node in resolved.model_nodes()}
+        for use in uses:
+            if use.split not in resolved.datasets and (self.splits is None or use.split in self.splits):
+                self.problem(
+                    use.keypath,
+                    f"names no data split{did_you_mean(use.split, list(resolved.datasets))} "
+                    f"(data splits: {', '.join(resolved.datasets) or 'none'})",
+                )
+            for part in use.trains:
+                if part == "all":
+                    continue
+                if part not in parts:
+                    self.problem(
+                        use.keypath.rsplit(".", 1)[0] + ".trains",
+                        f"{part!r} is no part of this stack (parts: all, {', '.join(parts)})",
+                    )
+                elif parts[part].options.get("frozen"):
+                    self.problem(use.keypath.rsplit(".", 1)[0] + ".trains", f"{part!r} is frozen")
+        return uses
 
     def check_references(self, resolved: ResolvedConfig) -> None:
         """Parameters hinted as :data:`~deblurstack.params.SplitName` or ``MetricName`` must name a split or
@@ -630,6 +675,18 @@ def _builder_sets(record: ComponentRecord) -> tuple[str, ...]:
     return ()
 
 
+def dataset_provides(node: ResolvedNode) -> tuple[str, ...]:
+    """The auxiliary inputs a dataset's samples carry: its record's ``provides``, and those its factory's
+    ``provided_inputs(params)`` adds for these parameters (``synthesized``: what its synthesizer node makes).
+    Should that raise (a parameter with a problem of its own), it adds nothing, so a needed input is still refused."""
+    provided_inputs = getattr(node.record.load_factory(), "provided_inputs", None)
+    try:
+        added = tuple(provided_inputs(node.params)) if callable(provided_inputs) else ()
+    except Exception:
+        added = ()
+    return (*node.record.provides, *added)
+
+
 def prior_channels(node: ResolvedNode) -> int | None:
     declared = node.record.out_channels
     value = node.params.get(declared) if isinstance(declared, str) else declared
@@ -655,7 +712,17 @@ def _plain(value: Any) -> Any:
         return _plain(value.value)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if hasattr(value, "model_dump"):  # a pydantic model (a trainer's phase, say): its fields
+        return _plain(value.model_dump())
     return str(value)
 
 
-__all__ = ["ResolvedConfig", "ResolvedNode", "build_stack", "resolve_config", "KINDS"]
+__all__ = [
+    "ResolvedConfig",
+    "ResolvedNode",
+    "build_stack",
+    "dataset_provides",
+    "resolve_config",
+    "resolve_node",
+    "KINDS",
+]

@@ -277,9 +277,7 @@ class PairedImageDataset(Dataset):
             position = (index + attempt) % len(self.pairs)
             pair = self.pairs[position]
             try:
-                arrays = self.cache[position] if self.cache is not None and position in self.cache else self.load(pair)
-                if self.cache is not None:
-                    self.cache[position] = arrays  # transforms below return new arrays or views, never edit these
+                arrays = self.load_arrays(position, tuple(seed))
                 break
             except ImageError as error:
                 if not self.skip_bad or not seed:
@@ -291,6 +289,20 @@ class PairedImageDataset(Dataset):
         if seed:
             arrays = self.transform(arrays, np.random.default_rng([*seed, index]), pair)
         return {"name": pair.name, **{k: to_tensor(v) for k, v in arrays.items()}}
+
+    def load_arrays(self, position: int, key: SampleKey = ()) -> dict[str, np.ndarray]:
+        """The whole-image arrays of pair ``position``, before any crop: :meth:`load`, kept in memory with ``cache``.
+
+        ``key`` is the rest of a training key, ``(seed, epoch)``, and empty for an int index. This is the step a
+        dataset that makes its samples on the fly overrides (``synthesized`` draws its pair from the key here);
+        the crop and the flips that follow stay the same.
+        """
+        if self.cache is not None and position in self.cache:
+            return self.cache[position]
+        arrays = self.load(self.pairs[position])
+        if self.cache is not None:
+            self.cache[position] = arrays  # the transforms return new arrays or views, never edit these
+        return arrays
 
     def load(self, pair: Pair) -> dict[str, np.ndarray]:
         """Read one pair with its auxiliary maps; sizes must agree."""

@@ -235,6 +235,30 @@ class TrainerRecord(ComponentRecord):
     trains_stack_losses: bool = True
 
 
+@dataclass(frozen=True)
+class TrainingSplit:
+    """A data split a trainer trains on, and what it minimises there: what ``config check`` holds the data to.
+
+    A built trainer lists them in ``training_splits()`` (default: ``data.train`` with every loss). The check
+    then asks each such split for the inputs of the stack's losses (``stack_losses``) and of the priors'
+    auxiliary losses (``prior_losses``, e.g. a ``blur_mask``), and that ``trains`` names parts of the stack
+    that are not frozen.
+
+    Attributes:
+        split: the data split's name.
+        keypath: where the trainer's config names it (for messages), e.g. ``train.phases.0.split``.
+        stack_losses: the stack's ``losses`` are minimised on it.
+        prior_losses: the priors' auxiliary losses are minimised on it.
+        trains: the parts trained on it (``backbone``, ``priors.0``, ``translator``); ``("all",)``: every part.
+    """
+
+    split: str
+    keypath: str
+    stack_losses: bool = True
+    prior_losses: bool = True
+    trains: tuple[str, ...] = ("all",)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SynthesizerRecord(ComponentRecord):
     """Makes blurry/sharp pairs from sharp images (``deblurstack synth``).
@@ -284,5 +308,6 @@ __all__ = [
     "PriorRecord",
     "SynthesizerRecord",
     "TrainerRecord",
+    "TrainingSplit",
     "TranslatorRecord",
 ]

@@ -90,16 +90,21 @@ class Stack(nn.Module):
         """Accept a flat file from an official monolithic model (no ``backbone.``/``priors.`` prefixes).
 
         Each prior that defines ``claim_state_dict(state) -> {file key: its own key}`` takes its
-        weights (SAM-Deblur's ``pre_seg`` convolutions, say); the backbone gets the rest, through its
-        own ``remap_state_dict`` if it has one.
+        weights (SAM-Deblur's ``pre_seg`` convolutions, BladeNet's ``maskNet``), and converts them
+        with ``convert_claimed(own_state) -> own_state`` if it defines that (BGR to RGB, say); the
+        backbone gets the rest, through its own ``remap_state_dict`` if it has one.
         """
         if any(key.startswith(STATE_PREFIXES) for key in state):
             return state
         remaining, mapped = dict(state), {}
         for index, prior in enumerate(self.priors):
             claims = getattr(prior, "claim_state_dict", None)
-            for file_key, own_key in (claims(remaining) if claims else {}).items():
-                mapped[f"priors.{index}.{own_key}"] = remaining.pop(file_key)
+            own = {
+                own_key: remaining.pop(file_key) for file_key, own_key in (claims(remaining) if claims else {}).items()
+            }
+            convert = getattr(prior, "convert_claimed", None)
+            for own_key, value in (convert(own) if convert and own else own).items():
+                mapped[f"priors.{index}.{own_key}"] = value
         remap = getattr(self.backbone, "remap_state_dict", None)
         for key, value in (remap(remaining) if callable(remap) else remaining).items():
             mapped[f"backbone.{key}"] = value
@@ -135,15 +140,23 @@ class Stack(nn.Module):
         scales = list(result) if isinstance(result, (list, tuple)) else [result]
         return StackOutput(image=scales[-1], scales=scales, translated=translated, priors=prior_outputs)
 
-    def compute_loss(self, output: StackOutput, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        """The total weighted loss and its terms (``{"l1": ..., "priors.0.ce": ...}``)."""
-        terms = {name: loss(output, batch) for name, loss in self.losses.items()}
+    def compute_loss(
+        self, output: StackOutput, batch: Mapping[str, Any], *, stack_losses: bool = True, prior_losses: bool = True
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The total weighted loss and its terms (``{"l1": ..., "priors.0.ce": ...}``).
+
+        ``stack_losses``/``prior_losses`` leave out the stack's losses or the priors' auxiliary ones (a phase
+        of BladeNet's training minimises only L1 on data without blur masks).
+        """
+        terms = {name: loss(output, batch) for name, loss in self.losses.items()} if stack_losses else {}
         for index, (prior, prior_output) in enumerate(zip(self.priors, output.priors, strict=True)):
+            if not prior_losses:
+                break
             aux_losses = getattr(prior, "aux_losses", None)
             for name, value in (aux_losses(prior_output, batch) if aux_losses else {}).items():
                 terms[f"priors.{index}.{name}"] = value
         if not terms:
-            raise RuntimeError("this stack has no losses: add some under stack.losses")
+            raise RuntimeError("no loss terms: add losses under stack.losses (or let the priors' losses count)")
         return sum(terms.values()), terms
 
 

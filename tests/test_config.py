@@ -56,7 +56,7 @@ BAD = {
     "value outside a Literal": (
         {"c.yaml": "stack: {backbone: {type: unet, output: tanh}}"},
         [],
-        r"stack.backbone.output: input should be 'residual' or 'sigmoid'",
+        r"stack.backbone.output: input should be 'residual', 'sigmoid' or 'linear'",
     ),
     "missing required parameter": (
         {"c.yaml": "stack: {backbone: {type: needs_depth}}"},
@@ -277,7 +277,7 @@ BAD = {
     "misspelled trainer": (
         {"c.yaml": "stack: {backbone: {type: unet}}\ntrain: {type: supervise}"},
         [],
-        r"train.type: unknown trainer 'supervise'; did you mean 'supervised'\? \(choose from: supervised\)",
+        r"train.type: unknown trainer 'supervise'; did you mean 'supervised'\? \(choose from: phased, supervised\)",
     ),
     "trainer without its required parameter": (
         {"c.yaml": "stack: {backbone: {type: unet}, losses: [{type: l1}]}\ntrain: {type: supervised}"},

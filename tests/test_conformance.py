@@ -42,7 +42,9 @@ def _builtin_cases():
             if f"{kind}:{name}" in NEEDS_WEIGHTS:
                 continue
             params = REQUIRED.get(f"{kind}:{name}", {})
+            injected = {"insertion_points"} if kind == "prior" and component.record.guidance else set()
             needs = [p for p in read_signature(component.load_factory()).parameters.values() if p.required]
+            needs = [p for p in needs if p.name not in injected]  # the builder passes these
             if any(p.name not in params for p in needs):
                 continue  # needs files (a SAM checkpoint, a mask folder): not buildable from defaults
             yield kind, name, params

@@ -44,11 +44,20 @@ class Evaluation:
     skipped: list[str] = field(default_factory=list)  # the problems of pairs not scored (``skip_bad``)
 
     def means(self, prefix: str = "") -> dict[str, float]:
-        """Mean of each metric over the images (``prefix="input_"`` for the blurry input's scores)."""
+        """Mean of each metric over the images (``prefix="input_"`` for the blurry input's scores).
+
+        A NaN score means the metric does not apply to that image (a region metric on an image without that
+        region) and is left out of the mean; a column of NaN only has a NaN mean.
+        """
         keys = [k for k in self.rows[0] if k != "image" and k.startswith(prefix)] if self.rows else []
         if not prefix:
             keys = [k for k in keys if not k.startswith("input_")]
-        return {k.removeprefix(prefix): sum(row[k] for row in self.rows) / len(self.rows) for k in keys}
+        return {k.removeprefix(prefix): _mean([row[k] for row in self.rows]) for k in keys}
+
+
+def _mean(values: list[float]) -> float:
+    scored = [v for v in values if not math.isnan(v)]
+    return sum(scored) / len(scored) if scored else math.nan
 
 
 @torch.inference_mode()

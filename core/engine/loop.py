@@ -176,9 +176,17 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ steps
 
-    def batches(self, dataset: Any, batch_size: int, num_workers: int = 0) -> Iterator[dict[str, Any]]:
-        """Training batches on the device, from where the run stands, until the last step."""
-        loader = training_loader(dataset, batch_size, num_workers, self.job.seed, self.job.distributed, self.step)
+    def batches(
+        self, dataset: Any, batch_size: int, num_workers: int = 0, *, start: int | None = None, seed: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Training batches on the device, from where the run stands, until the last step.
+
+        A trainer that draws from several datasets (one per phase) passes ``start``, the batches this stream
+        has already given (default: the loop's step), and a ``seed`` of its own (default: the run's).
+        """
+        start = self.step if start is None else start
+        seed = self.job.seed if seed is None else seed
+        loader = training_loader(dataset, batch_size, num_workers, seed, self.job.distributed, start)
         for batch in loader:
             if self.step >= self.options.iterations:
                 return

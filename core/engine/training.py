@@ -66,15 +66,20 @@ class TrainingJob:
 
 
 class LossStep(nn.Module):
-    """The stack's total loss on a batch as one forward call (what DDP wraps)."""
+    """The stack's total loss on a batch as one forward call (what DDP wraps).
 
-    def __init__(self, stack: nn.Module) -> None:
+    ``stack_losses``/``prior_losses``: which terms count (see :meth:`deblurstack.Stack.compute_loss`).
+    """
+
+    def __init__(self, stack: nn.Module, stack_losses: bool = True, prior_losses: bool = True) -> None:
         super().__init__()
         self.stack = stack
+        self.stack_losses, self.prior_losses = stack_losses, prior_losses
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         aux = {k: v for k, v in batch.items() if k not in ("name", "input", "target")}
-        return self.stack.compute_loss(self.stack.run(batch["input"], aux), batch)
+        output = self.stack.run(batch["input"], aux)
+        return self.stack.compute_loss(output, batch, stack_losses=self.stack_losses, prior_losses=self.prior_losses)
 
 
 def training_loader(

@@ -1,4 +1,5 @@
-"""Paired datasets: folders paired by file name, list files, and the layouts of the public benchmarks."""
+"""Paired datasets: folders paired by file name, list files, the layouts of the public benchmarks, and pairs
+synthesized while training."""
 
 from deblurstack import DatasetRecord, hookimpl
 
@@ -54,5 +55,11 @@ def deblurstack_datasets():
             provides=("blur_mask",),
             summary="ReLoBlur: dataset/<split>/<scene>/<n>/<n>_{blur,sharp}.png with masks/ beside it",
             reference="Li et al., Real-World Deep Local Motion Deblurring, AAAI 2023",
+        ),
+        DatasetRecord(
+            name="synthesized",
+            factory="deblurstack.plugins.datasets.synthesized:Synthesized",
+            summary="Pairs made while training: a synthesizer node run on sharp photos (a folder or 'skimage'), "
+            "new ones every epoch; provides the synthesizer's maps",
         ),
     ]

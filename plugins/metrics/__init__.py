@@ -1,6 +1,13 @@
-"""Image-quality metrics: PSNR, SSIM, LPIPS, SAM-Deblur's mode collapse and RealBlur's aligned scores."""
+"""Image-quality metrics: PSNR, SSIM, LPIPS, SAM-Deblur's mode collapse, RealBlur's aligned scores and the
+local-deblurring scores inside and outside the blur mask (BladeNet/LODE, ReLoBlur/LBAG)."""
 
 from deblurstack import MetricRecord, hookimpl
+
+_LOCAL = (
+    "BladeNet/LODE eval.py (Wang et al., LODE: Deep Local Deblurring and A New Benchmark, arXiv 2109.09149) "
+    "for protocol official; ReLoBlur/LBAG (Li et al., Real-World Deep Local Motion Deblurring, AAAI 2023) "
+    "for protocol mask_area"
+)
 
 
 @hookimpl
@@ -41,5 +48,19 @@ def deblurstack_metrics():
             summary="RealBlur/RSBlur PSNR and SSIM after intensity matching and ECC homography alignment",
             reference="Rim et al., Real-World Blur Dataset for Learning and Benchmarking Deblurring Algorithms, "
             "ECCV 2020 (evaluation_RealBlur_ecc.py)",
+        ),
+        MetricRecord(
+            name="local_psnr",
+            factory=f"{module}.local:LocalPSNR",
+            summary="PSNR inside (in) and outside (out) the blur mask: BladeNet's whole-image or ReLoBlur's area mean",
+            reference=_LOCAL,
+            requires=("blur_mask",),
+        ),
+        MetricRecord(
+            name="local_ssim",
+            factory=f"{module}.local:LocalSSIM",
+            summary="SSIM inside (in) and outside (out) the blur mask: BladeNet's zeroed image or ReLoBlur's area mean",
+            reference=_LOCAL,
+            requires=("blur_mask",),
         ),
     ]

@@ -1,5 +1,6 @@
 """Mask sources for the ``masks`` auxiliary input: SAM (as SAM-Deblur encodes it), classical
-segmentations, and SAM-Deblur's precomputed files. Records only; nothing heavy is imported here."""
+segmentations, and SAM-Deblur's precomputed files; and for ``blur_mask``: optical flow between a
+pair's images (BladeNet/LODE). Records only; nothing heavy is imported here."""
 
 from deblurstack import MaskSourceRecord, hookimpl
 
@@ -34,5 +35,13 @@ def deblurstack_mask_sources():
             factory=f"{_PACKAGE}.files:MaskFiles",
             summary="Precomputed maps by image name: gray label PNG or SAM-Deblur's grouped-masks .npz",
             reference=_SAM_DEBLUR,
+        ),
+        MaskSourceRecord(
+            name="flow_mask",
+            factory=f"{_PACKAGE}.flow:FlowMask",
+            summary="blur_mask of a real pair: DIS optical flow between blurry input and sharp target over 0.25 px",
+            provides=("blur_mask",),
+            reference="Wang et al., LODE: Deep Local Deblurring and A New Benchmark, arXiv 2109.09149 "
+            "(DeepFlow there); Kroeger et al., Fast Optical Flow using Dense Inverse Search, ECCV 2016",
         ),
     ]

@@ -1,4 +1,4 @@
-"""Trainers: the default iteration-based supervised schedule."""
+"""Trainers: the default iteration-based supervised schedule, and phases (BladeNet's alternating schedule)."""
 
 from deblurstack import TrainerRecord, hookimpl
 
@@ -26,5 +26,12 @@ def deblurstack_trainers():
                     "save_every": 10000,
                 },
             },
-        )
+        ),
+        TrainerRecord(
+            name="phased",
+            factory="deblurstack.plugins.trainers.phased:PhasedTrainer",
+            summary="Phases with their own split, trained parts, losses, optimizer and schedule, "
+            "in sequence or alternating (BladeNet)",
+            reference="Wang et al., LODE: Deep Local Deblurring and A New Benchmark, arXiv 2109.09149",
+        ),
     ]

@@ -53,15 +53,10 @@ class SupervisedTrainer(LoopOptions):
     find_unused_parameters: bool = False
 
     def optimizer_for(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
-        kind = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
-        return kind(parameters, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        return make_optimizer(self.optimizer, parameters, self.lr, self.betas, self.weight_decay)
 
     def scheduler_for(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-        if self.scheduler == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.iterations, eta_min=self.eta_min)
-        if self.scheduler == "multistep":
-            return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(self.milestones), gamma=self.gamma)
-        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        return make_scheduler(self.scheduler, optimizer, self.iterations, self.eta_min, self.milestones, self.gamma)
 
     def fit(self, job: TrainingJob) -> None:
         stack, distributed = job.stack, job.distributed
@@ -92,3 +87,27 @@ class SupervisedTrainer(LoopOptions):
                 scheduler.step()
                 logs = {"loss": total.item(), **{f"loss/{k}": v.item() for k, v in terms.items()}}
                 loop.step_done({**logs, "lr": scheduler.get_last_lr()[0]})
+
+
+def make_optimizer(
+    kind: str, parameters: list[nn.Parameter], lr: float, betas: tuple[float, float], weight_decay: float
+) -> torch.optim.Optimizer:
+    """``adamw`` (decoupled weight decay) or ``adam`` (L2) over ``parameters``."""
+    optimizer = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
+    return optimizer(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+def make_scheduler(
+    kind: str,
+    optimizer: torch.optim.Optimizer,
+    total: int,
+    eta_min: float,
+    milestones: tuple[int, ...],
+    gamma: float,
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """``cosine`` to ``eta_min`` over ``total`` steps, ``multistep`` (x ``gamma`` at ``milestones``) or ``constant``."""
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=eta_min)
+    if kind == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)

@@ -3,8 +3,14 @@
 Module names follow the official code (``inc``, ``down1``.., ``up1``.., ``outc``, ``double_conv``,
 ``maxpool_conv``) so that its state dicts map one to one. Deliberate differences: the input is
 padded to a multiple of ``2**depth`` (reflect) and cropped back, where the official code pads
-each upsampled map to its skip; the output may be a global residual (default) or BladeNet's
-sigmoid image.
+each upsampled map to its skip; the output may be a global residual (default), BladeNet's sigmoid
+image, or the head's raw values (``linear``: the logits of BladeNet's blur-perception MaskNet).
+
+Official BladeNet files (``WholeNet`` state dicts, keys under ``deblurNet.``) load through
+:meth:`UNet.remap_state_dict`: the official code reads images in BGR order, so the first convolution's
+image channels and the head's output channels are reversed on load, and the model then takes and
+returns RGB like every deblurstack model. The SAUp blocks' attention parts belong to the ``bsa``
+prior, which claims those keys.
 """
 
 from __future__ import annotations
@@ -85,7 +91,8 @@ class UNet(Backbone):
         out_channels: output image channels.
         width: channels of the first level (BladeNet: 64).
         depth: number of down-sampling levels (BladeNet: 4).
-        output: ``residual`` adds the input image; ``sigmoid`` returns sigmoid(head) as BladeNet does.
+        output: ``residual`` adds the input image; ``sigmoid`` returns sigmoid(head) as BladeNet does;
+            ``linear`` returns the head as it is (logits).
         norm: ``batch`` (BladeNet) or ``none``, e.g. for small per-process batches under DDP.
     """
 
@@ -96,7 +103,7 @@ class UNet(Backbone):
         width: Annotated[int, Field(ge=2, le=4096)] = 64,
         # the bottom level has width * 2**(depth - 1) channels and inputs are padded to 2**depth
         depth: Annotated[int, Field(ge=1, le=10)] = 4,
-        output: Literal["residual", "sigmoid"] = "residual",
+        output: Literal["residual", "sigmoid", "linear"] = "residual",
         norm: Literal["batch", "none"] = "batch",
     ) -> None:
         super().__init__()
@@ -131,4 +138,24 @@ class UNet(Backbone):
         x = self.outc(x)[..., :height, :width]
         if self.output == "sigmoid":
             return torch.sigmoid(x)
-        return image_residual(x, image)
+        return image_residual(x, image) if self.residual else x
+
+    def remap_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Accept the DeblurNet part of an official BladeNet file (keys ``deblurNet.*``), converted to RGB."""
+        if not any(key.startswith(OFFICIAL_PREFIX) for key in state):
+            return state
+        mapped = {key.removeprefix(OFFICIAL_PREFIX).replace(".deChannelConv.", ".conv."): v for key, v in state.items()}
+        for key, dim in (("inc.double_conv.0.weight", 1), ("outc.conv.weight", 0), ("outc.conv.bias", 0)):
+            if key in mapped:
+                mapped[key] = bgr_to_rgb(mapped[key], dim)
+        return mapped
+
+
+#: where an official BladeNet ``WholeNet`` file keeps the deblurring U-Net
+OFFICIAL_PREFIX = "deblurNet."
+
+
+def bgr_to_rgb(weight: Tensor, dim: int) -> Tensor:
+    """Reverse the first three entries of ``dim`` (the image channels), keeping the rest (prior channels)."""
+    colours = weight.narrow(dim, 0, 3).flip(dim)
+    return torch.cat([colours, weight.narrow(dim, 3, weight.shape[dim] - 3)], dim)
