@@ -54,14 +54,14 @@ def test_naming_a_component_of_a_plugin_that_failed_to_load_says_why(installed):
     installed("deblurstack-lode", {"lode_plugin": "import not_a_module_anywhere\n"}, {"lode": "lode_plugin"})
     with pytest.warns(PluginWarning):
         manager = create_plugin_manager()
-    config = {"stack": {"priors": [{"type": "lbp"}], "backbone": {"type": "unet"}, "losses": [{"type": "l1"}]}}
+    config = {"stack": {"priors": [{"type": "lode"}], "backbone": {"type": "unet"}, "losses": [{"type": "l1"}]}}
     with pytest.raises(ConfigError) as caught:
         resolve_config(config, manager=manager)
     (problem,) = caught.value.problems
-    assert problem.startswith("<dict>: stack.priors[0].type: unknown prior 'lbp'")
+    assert problem.startswith("<dict>: stack.priors[0].type: unknown prior 'lode'")
     assert problem.endswith(
         "plugin 'lode' (deblurstack-lode 1.0): failed to load: ModuleNotFoundError: "
-        "No module named 'not_a_module_anywhere' (it may provide 'lbp')"
+        "No module named 'not_a_module_anywhere' (it may provide 'lode')"
     )
 
 
@@ -206,10 +206,10 @@ def test_unknown_names_suggest_the_closest_and_list_the_choices():
         PluginError, match=r"unknown loss 'perceptual' \(choose from: charbonnier, l1, mimo_unet, psnr\)"
     ):
         manager.get("loss", "perceptual")
-    with pytest.raises(PluginError, match=r"unknown trainer 'gan' \(choose from: supervised\)"):
+    with pytest.raises(PluginError, match=r"unknown trainer 'gan' \(choose from: phased, supervised\)"):
         manager.get("trainer", "gan")
     with pytest.raises(
-        PluginError, match=r"unknown prior 'sam_mpa'; did you mean 'sam_map'\? \(choose from: sam_cat, sam_map\)"
+        PluginError, match=r"unknown prior 'sam_mpa'; did you mean 'sam_map'\? \(choose from: bsa, lbp, sam_cat, sam_map\)"
     ):
         manager.get("prior", "sam_mpa")
     with pytest.raises(PluginError, match="no translator is registered"):

@@ -264,7 +264,7 @@ def test_the_records_import_no_torch_and_their_factories_load():
         "print(sorted(r.name for r in p.deblurstack_mask_sources()))"
     )
     listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert listed.strip() == "['felzenszwalb', 'mask_files', 'sam', 'slic']"
+    assert listed.strip() == "['felzenszwalb', 'flow_mask', 'mask_files', 'sam', 'slic']"
     from deblurstack.plugins.segmentation import deblurstack_mask_sources
 
     assert all(callable(record.load_factory()) for record in deblurstack_mask_sources())
