@@ -389,7 +389,8 @@ def synth(
     seed: int = 0,
     max_side: int | None = None,
 ) -> list[str]:
-    """Make pairs ``<out>/input``, ``<out>/target`` (one folder: no train/test split) with any synthesizer."""
+    """Make pairs ``<out>/input``, ``<out>/target`` (and ``<out>/<aux>``: ``blur_mask`` for ``lbs``; one folder,
+    no train/test split) with any synthesizer."""
     from deblurstack.compose import resolve_node
     from deblurstack.engine.prepare import synthesize
 
@@ -427,7 +428,8 @@ def synth_command(parser: argparse.ArgumentParser) -> Handler:
             seed=args.seed,
             max_side=args.max_side,
         )
-        print(f"{len(names)} pairs written to {Path(args.out) / 'input'} and {Path(args.out) / 'target'}")
+        folders = [str(p) for p in sorted(Path(args.out).iterdir()) if p.is_dir()]  # input, target, aux maps
+        print(f"{len(names)} pairs written to {', '.join(folders)}")
 
     return handle
 

@@ -1,7 +1,28 @@
 """Blur synthesizers: random-trajectory camera shake (DeblurGAN), frame averaging (GoPro/REDS) of real
-frames or of a simulated camera sweep, defocus and Gaussian lens blur, and a mixture of them with sensor noise."""
+frames or of a simulated camera sweep, local blur of moving objects (LODE's LBS), defocus and Gaussian lens
+blur, and a mixture of them with sensor noise."""
 
 from deblurstack import SynthesizerRecord, hookimpl
+
+#: ``lbs`` as LODE's official generator (BlurGenerator/voc_img_generator.py, move_config.py) draws it
+LBS_OFFICIAL = {
+    "frames": [5, 21],
+    "dx": [0.0, 1.0],
+    "dy": [0.0, 1.0],
+    "steps": "per_frame",
+    "integer_steps": True,
+    "scale": [0.01, 0.01],
+    "rotation": [0.3, 0.3],
+    "moving_images": 2,
+    "static_images": 2,
+    "max_instances": 2,
+    "object_scale": 1.0,
+    "min_object_pixels": 1,
+    "quirks": True,
+}
+#: the paper text's numbers (odd N in 7..13, objects rescaled by 1.2; unverified, the code does not use them),
+#: the code's for the rest, without the quirks
+LBS_PAPER = {**LBS_OFFICIAL, "frames": [7, 13], "object_scale": 1.2, "quirks": False}
 
 
 @hookimpl
@@ -45,6 +66,17 @@ def deblurstack_synthesizers():
             factory=f"{package}.lens:GaussianBlur",
             summary="Gaussian point-spread function of random std in linear space (soft lens, atmospheric blur)",
             frames=1,
+        ),
+        SynthesizerRecord(
+            name="lbs",
+            factory=f"{package}.lbs:LocalBlurSynthesis",
+            summary="Local blur (LODE's LBS): objects moving over a sharp background, N frames averaged in linear "
+            "light; target = the middle frame, blur_mask = the moving objects' footprints",
+            reference="Wang et al., LODE: Deep Local Deblurring and A New Benchmark, arXiv 2109.09149 "
+            "(official generator: komejisatori/BladeNet BlurGenerator)",
+            frames=1,
+            provides=("blur_mask",),
+            presets={"official": LBS_OFFICIAL, "paper": LBS_PAPER},
         ),
         SynthesizerRecord(
             name="mixed",
