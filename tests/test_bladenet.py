@@ -256,3 +256,33 @@ def _equal(a: object, b: object) -> bool:
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     return a == b
+
+
+def test_two_torchrun_processes_train_the_phases_as_one_process_with_the_whole_batch(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    config = _phased_config(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    for phase in data["train"]["phases"]:
+        phase["batch_size"] = 4  # one step per pass over 4 samples: the same schedule on 1 and 2 processes
+    config.write_text(yaml.safe_dump(data))
+    # batch norm statistics differ across per-process batches by design
+    norms = ["stack.priors.0.norm=none", "stack.priors.1.norm=none", "stack.backbone.norm=none"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "deblurstack", "train", str(config), *norms]
+    subprocess.run([*command, "--runs-dir", str(tmp_path / "one")], check=True, capture_output=True, env=env)
+    halves = [f"train.phases.{i}.batch_size=2" for i in range(2)]
+    distributed = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run(
+        [*distributed, *command[1:], *halves, "--runs-dir", str(tmp_path / "two")],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
+    one = load_training_state(tmp_path / "one" / "bladenet_tiny" / "checkpoints" / "step_00000004.pth")
+    two = load_training_state(tmp_path / "two" / "bladenet_tiny" / "checkpoints" / "step_00000004.pth")
+    for key, value in one["params"].items():
+        assert torch.allclose(value, two["params"][key], rtol=1e-4, atol=1e-6), key

@@ -425,3 +425,12 @@ def test_synth_reports_a_bad_voc_folder_in_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["lbs", "lbs.official", "lbs.paper"])
 def test_lbs_passes_the_synthesizer_conformance_checks(name, rgba_dir):
     check_component("synthesizer", name, {"objects": "rgba", "object_dir": rgba_dir})
+
+
+def test_object_photos_picks_the_bundled_photos_objects_are_cut_from(tmp_path):
+    held_in = resolve_node("synthesizer", {"type": "lbs", "object_photos": ["astronaut", "coffee"]}).build()
+    assert [name for name, _ in held_in.source.photos] == ["astronaut", "coffee"]
+    with pytest.raises(ConfigError, match="object_photos picks scikit-image's photos"):
+        resolve_node(
+            "synthesizer", {"type": "lbs", "objects": "rgba", "object_dir": str(tmp_path), "object_photos": ["coffee"]}
+        ).build()

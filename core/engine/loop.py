@@ -117,7 +117,7 @@ class TrainingLoop:
         self.validation = job.dataset(split) if self.val_split else None
         self.board: Any = None
         self.progress: Any = None
-        self.started = 0.0
+        self.started, self.first_step = 0.0, 0
 
     # ------------------------------------------------------------------ start and end
 
@@ -142,7 +142,7 @@ class TrainingLoop:
             dynamic_ncols=True,
             mininterval=1.0,
         )
-        self.started = time.perf_counter()
+        self.started, self.first_step = time.perf_counter(), self.step  # tqdm keeps no state when it is disabled
         return self
 
     def __exit__(
@@ -210,7 +210,7 @@ class TrainingLoop:
         self.progress.update(1)
         self.progress.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if "/" not in k}, refresh=False)
         if self.step % options.log_every == 0:
-            rate = (self.step - self.progress.initial) / (time.perf_counter() - self.started)
+            rate = (self.step - self.first_step) / (time.perf_counter() - self.started)
             run.log(f"step {self.step}: {_format(logs)} ({rate:.2f} it/s)")
             if self.board is not None:
                 for name, value in logs.items():

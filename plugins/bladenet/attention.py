@@ -22,6 +22,9 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Annotated, Any, Literal
 
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
@@ -144,8 +147,16 @@ def attention_sum(maps: list[Tensor], size: tuple[int, int]) -> Tensor:
 
 
 def dice_loss(attention: Tensor, mask: Tensor, form: Literal["official", "standard"] = "official") -> Tensor:
-    """BladeNet's Dice loss over the whole batch: ``1 - sum(S M) / sum(S + M)``; ``standard``: with the factor 2."""
-    overlap, total = (attention * mask).sum(), (attention + mask).sum()
+    """BladeNet's Dice loss over the whole batch: ``1 - sum(S M) / sum(S + M)``; ``standard``: with the factor 2.
+
+    The sums run over the batch, so the loss does not split into per-sample terms: under torchrun the sums are
+    added over every process (with gradients), which gives exactly the loss and gradient of the whole batch
+    on one process (the official code's DataParallel computes it on the gathered batch).
+    """
+    sums = torch.stack([(attention * mask).sum(), (attention + mask).sum()])
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        sums = dist_nn.all_reduce(sums)
+    overlap, total = sums
     return 1 - (2 * overlap if form == "standard" else overlap) / total
 
 

@@ -57,6 +57,7 @@ import numpy as np
 from pydantic import AfterValidator, Field
 
 from deblurstack import ExistingFolder, Synthesizer
+from deblurstack.engine.prepare import EMBEDDED_PHOTOS
 from deblurstack.plugins.synthesis.common import Gamma, check_frames, from_linear, odd, to_linear
 from deblurstack.plugins.synthesis.objects import (
     ObjectSource,
@@ -68,6 +69,8 @@ from deblurstack.plugins.synthesis.objects import (
 )
 
 #: odd, so that there is a middle frame (the target)
+#: one of the photos scikit-image ships
+Photo = Literal[EMBEDDED_PHOTOS]
 OddFrames = Annotated[int, Field(ge=1, le=255), AfterValidator(odd)]
 #: a per-frame translation in pixels
 Step = Annotated[float, Field(ge=-1000.0, le=1000.0, allow_inf_nan=False)]
@@ -110,6 +113,8 @@ class LocalBlurSynthesis(Synthesizer):
             official source) or ``rgba`` (a folder of cut-outs with an alpha channel).
         object_dir: the folder of the objects: a VOC folder, an RGBA folder, or photos to segment
             (``segments``; None: scikit-image's photos). Needed for ``voc`` and ``rgba``.
+        object_photos: ``segments`` without ``object_dir``: which of scikit-image's photos to cut objects
+            from (default: all), e.g. to hold some out for a test set.
         frames: range ``[low, high]`` of the number of frames ``N``, drawn uniformly among the odd
             numbers in it (official: 5..21; the paper says 7..13).
         dx: range of the horizontal translation per frame in pixels (+: right; official: 0 or 1).
@@ -139,6 +144,7 @@ class LocalBlurSynthesis(Synthesizer):
         self,
         objects: Literal["segments", "voc", "rgba"] = "segments",
         object_dir: ExistingFolder | None = None,
+        object_photos: Annotated[tuple[Photo, ...], Field(min_length=1)] | None = None,
         frames: tuple[OddFrames, OddFrames] = (7, 15),
         dx: tuple[Step, Step] = (-4.0, 4.0),
         dy: tuple[Step, Step] = (-4.0, 4.0),
@@ -172,6 +178,8 @@ class LocalBlurSynthesis(Synthesizer):
             for name, (low, high) in (("dx", dx), ("dy", dy)):
                 if math.ceil(low) > math.floor(high):
                     raise ValueError(f"integer_steps: {name} [{low}, {high}] holds no whole number of pixels")
+        if object_photos is not None and (objects != "segments" or object_dir is not None):
+            raise ValueError("object_photos picks scikit-image's photos: only for objects: segments, no object_dir")
         if objects != "segments" and object_dir is None:
             raise ValueError(f"objects: {objects} needs object_dir, the folder of the objects")
         self.objects, self.object_dir = objects, object_dir
@@ -187,7 +195,14 @@ class LocalBlurSynthesis(Synthesizer):
             self.source = RgbaObjects(object_dir, quirks, min_object_pixels)
         else:
             self.source = PhotoSegments(
-                object_dir, None, segmenter, tuple(segment_area), min_solidity, segment_side, quirks, min_object_pixels
+                object_dir,
+                object_photos,
+                segmenter,
+                tuple(segment_area),
+                min_solidity,
+                segment_side,
+                quirks,
+                min_object_pixels,
             )
         # official numerics: x ** gamma of every 0..255 value in float32, as numpy computes it on a uint8 frame
         self._power = np.power(np.arange(256, dtype=np.float32), self.gamma)

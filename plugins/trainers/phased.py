@@ -157,7 +157,7 @@ class PhasedTrainer(LoopOptions):
         streams: dict[int, Any] = {}
         try:
             with TrainingLoop(job, self, state) as loop:
-                name = loop.progress.desc
+                name = job.run.directory.name
                 while loop.step < self.iterations:
                     index, made = self.phase_at(loop.step, lengths)
                     phase = self.phases[index]
