@@ -209,7 +209,8 @@ def test_unknown_names_suggest_the_closest_and_list_the_choices():
     with pytest.raises(PluginError, match=r"unknown trainer 'gan' \(choose from: phased, supervised\)"):
         manager.get("trainer", "gan")
     with pytest.raises(
-        PluginError, match=r"unknown prior 'sam_mpa'; did you mean 'sam_map'\? \(choose from: bsa, lbp, sam_cat, sam_map\)"
+        PluginError,
+        match=r"unknown prior 'sam_mpa'; did you mean 'sam_map'\? \(choose from: bsa, lbp, sam_cat, sam_map\)",
     ):
         manager.get("prior", "sam_mpa")
     with pytest.raises(PluginError, match="no translator is registered"):

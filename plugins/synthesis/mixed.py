@@ -33,7 +33,8 @@ def _single_frame_node(node: Any) -> dict[str, Any]:
     try:
         resolved = resolve_node("synthesizer", node, _HERE, source=_HERE)
     except ConfigError as error:
-        raise ValueError("; ".join(p.removeprefix(f"{_HERE}: ").replace(f"{_HERE}.", "") for p in error.problems))
+        problems = (p.removeprefix(f"{_HERE}: ").replace(f"{_HERE}.", "") for p in error.problems)
+        raise ValueError("; ".join(problems)) from None
     frames = resolved.record.frames
     count = resolved.params.get(frames) if isinstance(frames, str) else frames
     if count != 1:
@@ -54,10 +55,11 @@ class Mixed(Synthesizer):
     Per pair, from its random generator: the sharp photo's colours are varied first when asked
     (``shuffle_channels``: one of the 6 orders of R, G, B; ``tint``: each channel scaled by a gain
     drawn in ``[1 - tint, 1]``), and the varied photo is the target. Then with probability
-    ``sharp_probability`` the blurry image is the sharp one; otherwise component ``j`` (drawn with probability proportional to ``weights[j]``)
-    makes the pair from the same generator. Then noise is added to the blurry image: Poisson shot
-    noise on the linear intensities (``photons`` at white, drawn log-uniformly in the range), then
-    white Gaussian noise of a std drawn uniformly in ``noise_sigma``. The target is the component's target.
+    ``sharp_probability`` the blurry image is the sharp one; otherwise component ``j`` (drawn with
+    probability proportional to ``weights[j]``) makes the pair from the same generator. Then noise is
+    added to the blurry image: Poisson shot noise on the linear intensities (``photons`` at white, drawn
+    log-uniformly in the range), then white Gaussian noise of a std drawn uniformly in ``noise_sigma``.
+    The target is the component's target.
 
     Args:
         components: synthesizer nodes (``{type: motion_blur, max_length: 12.0}``), each of one frame;

@@ -35,7 +35,7 @@ def sweep_warps(
     max_zoom: float,
     curvature: float,
 ) -> list[np.ndarray]:
-    """``frames`` 2 x 3 affine maps (source pixel -> frame pixel) of one random camera sweep; the middle one is the identity.
+    """``frames`` 2 x 3 affine maps (source pixel -> frame pixel) of a random camera sweep; the middle is the identity.
 
     Frame ``i`` is at time ``t`` from -1/2 to 1/2. The translation follows a parabola: ``shift`` pixels
     along a random direction over the exposure, bent sideways by up to ``curvature * shift`` pixels at its ends;
