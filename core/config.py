@@ -50,7 +50,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), variant: str | 
           cat: {stack.priors: [{type: sam_cat}]}
           map: {stack.priors: [{type: sam_map, dropout: 0.0}]}
 
-    A variant's run is named ``<name>-<variant>``.
+    A variant's run is named ``<name>-<variant>`` (``name`` as the overrides leave it).
 
     Raises:
         ConfigError: syntax errors (with line numbers), missing or cyclic bases, bad overrides or
@@ -67,7 +67,6 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), variant: str | 
             )
         for key, value in variants[variant].items():
             _set(merged, key, value, f"{VARIANTS_KEY}.{variant}.{key}", path)
-        merged["name"] = f"{merged.get('name') or path.stem}-{variant}"
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or not key.strip():
@@ -79,6 +78,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), variant: str | 
         except (yaml.YAMLError, OmegaConfBaseException) as error:
             raise ConfigError(f"override {override!r}: {_first_line(error)}") from None
         _set(merged, key.strip(), parsed, f"override {override!r}", path)
+    if variant is not None:  # after the overrides: a study renamed per seed still names each variant's run
+        merged["name"] = f"{merged.get('name') or path.stem}-{variant}"
     source = str(path)
     try:
         missing = sorted(OmegaConf.missing_keys(merged))

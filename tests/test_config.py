@@ -443,6 +443,9 @@ def test_variants_apply_before_overrides_and_name_the_run(tmp_path):
     assert plain["name"] == "study" and "variants" not in plain
     gated = load_config(path, ["stack.backbone.depth=3"], variant="gated")
     assert gated.variants == ["wide", "gated"] and gated.data["name"] == "study-gated"
+    # a renamed study (name=... on the command line, one per seed) still gives each variant its own run
+    renamed = load_config(path, ["name=study_s1"], variant="gated")
+    assert renamed.data["name"] == "study_s1-gated"
     data = resolve_config(gated).data
     assert data["stack"]["priors"] == [{"type": "label_mean", "channels": 1}]
     assert data["stack"]["losses"] == [{"type": "psnr", "weight": 1.0, "to_y": False}]  # replaced, not merged
