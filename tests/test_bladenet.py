@@ -286,3 +286,25 @@ def test_two_torchrun_processes_train_the_phases_as_one_process_with_the_whole_b
     two = load_training_state(tmp_path / "two" / "bladenet_tiny" / "checkpoints" / "step_00000004.pth")
     for key, value in one["params"].items():
         assert torch.allclose(value, two["params"][key], rtol=1e-4, atol=1e-6), key
+
+
+def test_the_bladenet_examples_and_every_variant_pass_the_config_check(tmp_path, capsys):
+    examples = Path(__file__).resolve().parents[1] / "examples" / "bladenet"
+    for variant in (None, "bladenet", "unet", "global_only"):
+        assert (
+            main(["config", "check", str(examples / "small.yaml"), *(["--variant", variant] if variant else [])]) == 0
+        )
+    for folder in (
+        "REDS/train_sharp",
+        "REDS/train_blur",
+        "REDS/val_sharp",
+        "REDS/val_blur",
+        "lbs/input",
+        "lbs/target",
+        "lbs/blur_mask",
+    ):
+        (tmp_path / folder).mkdir(parents=True)
+    paths = [f"vars.reds={tmp_path / 'REDS'}", f"vars.lbs={tmp_path / 'lbs'}"]
+    for variant in (None, "unet", "lbp_only", "bsa_only", "global_only", "nafnet"):
+        extra = ["--variant", variant] if variant else []
+        assert main(["config", "check", str(examples / "paper.yaml"), *paths, *extra]) == 0, capsys.readouterr().err
