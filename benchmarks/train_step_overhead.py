@@ -68,7 +68,7 @@ def main() -> None:
             "type": "supervised",
             "iterations": args.steps,
             "batch_size": args.batch,
-            "log_every": 0,
+            "log_every": 1_000_000,
             "grad_clip": 0.01,
             "optimizer": "adamw",
             "lr": 1e-4,

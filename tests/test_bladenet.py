@@ -308,3 +308,19 @@ def test_the_bladenet_examples_and_every_variant_pass_the_config_check(tmp_path,
     for variant in (None, "unet", "lbp_only", "bsa_only", "global_only", "nafnet"):
         extra = ["--variant", variant] if variant else []
         assert main(["config", "check", str(examples / "paper.yaml"), *paths, *extra]) == 0, capsys.readouterr().err
+
+
+def test_the_inference_fast_path_equals_the_layers_autograd_runs():
+    stack = build_stack({"stack": {"priors": [{"type": "lbp.tiny"}], "backbone": {"type": "unet.small"}}}).eval()
+    generator = torch.Generator().manual_seed(0)
+    for module in stack.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):  # folding the identity would prove nothing
+            module.running_mean.copy_(0.1 * torch.randn(module.running_mean.shape, generator=generator))
+            module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
+            module.weight.data.copy_(1 + 0.1 * torch.randn(module.weight.shape, generator=generator))
+    image = torch.rand(2, 3, 37, 29, generator=generator)
+    layers = stack(image)  # autograd on: BatchNorm layers, NCHW
+    with torch.inference_mode():
+        folded = stack(image)  # BatchNorm folded into the convolutions, channels-last
+    assert layers.requires_grad and folded.is_contiguous()
+    assert (layers - folded).abs().max() <= 1e-5

@@ -3,7 +3,8 @@
 Module names follow the official code (``inc``, ``down1``.., ``up1``.., ``outc``, ``double_conv``,
 ``maxpool_conv``) so that its state dicts map one to one. Deliberate differences: the input is
 padded to a multiple of ``2**depth`` (reflect) and cropped back, where the official code pads
-each upsampled map to its skip; the output may be a global residual (default), BladeNet's sigmoid
+each upsampled map to its skip; inference (eval mode without autograd) folds BatchNorm into the
+convolutions and runs channels-last, training keeps the official layers; the output may be a global residual (default), BladeNet's sigmoid
 image, or the head's raw values (``linear``: the logits of BladeNet's blur-perception MaskNet).
 
 Official BladeNet files (``WholeNet`` state dicts, keys under ``deblurNet.``) load through
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -48,7 +50,24 @@ class DoubleConv(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.double_conv(x)
+        if not inference_fast_path(self):
+            return self.double_conv(x)
+        for conv, norm in ((self.double_conv[0], self.double_conv[1]), (self.double_conv[3], self.double_conv[4])):
+            x = F.conv2d(x, *folded_batch_norm(conv, norm), padding=1).relu_()  # BN folded into the conv
+        return x
+
+
+def inference_fast_path(module: nn.Module) -> bool:
+    """Eval mode without autograd, outside tracing: BatchNorm can be folded into the convolutions."""
+    return not (module.training or torch.is_grad_enabled() or torch.compiler.is_compiling())
+
+
+def folded_batch_norm(conv: nn.Conv2d, norm: nn.Module) -> tuple[Tensor, Tensor]:
+    """Weight and bias of ``norm(conv(x))`` as one convolution (eval-mode statistics)."""
+    if not isinstance(norm, nn.BatchNorm2d):
+        return conv.weight, conv.bias
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    return conv.weight * scale.view(-1, 1, 1, 1), (conv.bias - norm.running_mean) * scale + norm.bias
 
 
 class Down(nn.Module):
@@ -129,6 +148,9 @@ class UNet(Backbone):
     def forward(self, image: Tensor, guidance: Guidance | None = None) -> Tensor:
         height, width = image.shape[-2:]
         x = pad_to_multiple(image, self.pad_multiple, mode="reflect")
+        fast = inference_fast_path(self)
+        if fast:  # channels-last convolutions skip oneDNN's layout reorders (benchmarks/bladenet_inference.py)
+            x = x.contiguous(memory_format=torch.channels_last)
         skips = [self.inc(x)]
         for k in range(1, self.depth + 1):
             skips.append(getattr(self, f"down{k}")(skips[-1]))
@@ -136,6 +158,8 @@ class UNet(Backbone):
         for j in range(1, self.depth + 1):
             x = getattr(self, f"up{j}")(x, skips.pop(), guidance)
         x = self.outc(x)[..., :height, :width]
+        if fast:
+            x = x.contiguous()
         if self.output == "sigmoid":
             return torch.sigmoid(x)
         return image_residual(x, image) if self.residual else x
