@@ -5,7 +5,8 @@ Module names follow the official code (``inc``, ``down1``.., ``up1``.., ``outc``
 padded to a multiple of ``2**depth`` (reflect) and cropped back, where the official code pads
 each upsampled map to its skip; inference (eval mode without autograd) folds BatchNorm into the
 convolutions and runs channels-last, training keeps the official layers; the output may be a
-global residual (default), BladeNet's sigmoid image, or the head's raw values (``linear``: the logits of BladeNet's blur-perception MaskNet).
+global residual (default), BladeNet's sigmoid image, or the head's raw values (``linear``: the
+logits of BladeNet's blur-perception MaskNet).
 
 Official BladeNet files (``WholeNet`` state dicts, keys under ``deblurNet.``) load through
 :meth:`UNet.remap_state_dict`: the official code reads images in BGR order, so the first convolution's
