@@ -38,7 +38,7 @@ def embedded_photos(max_side: int | None = 512, names: Sequence[str] = EMBEDDED_
         image = getattr(data, name)()
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)
-        photos[name] = _limit(image[..., :3].astype(np.float32) / 255.0, max_side)
+        photos[name] = limit_side(image[..., :3].astype(np.float32) / 255.0, max_side)
     return photos
 
 
@@ -93,7 +93,7 @@ def _sharp_items(
     folder = Path(source)
     if frames == 1:
         for path in list_images(folder):
-            yield path.stem, lambda path=path: [_limit(read_image(path), max_side)]
+            yield path.stem, lambda path=path: [limit_side(read_image(path), max_side)]
         return
     sequences = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if not sequences:
@@ -104,11 +104,12 @@ def _sharp_items(
             window = paths[start : start + frames]
             yield (
                 f"{sequence.name}_{start:06d}",
-                lambda window=window: [_limit(read_image(p), max_side) for p in window],
+                lambda window=window: [limit_side(read_image(p), max_side) for p in window],
             )
 
 
-def _limit(image: np.ndarray, max_side: int | None) -> np.ndarray:
+def limit_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``image`` resized (area interpolation) so that its longer side is at most ``max_side`` (None: as it is)."""
     height, width = image.shape[:2]
     if not max_side or max(height, width) <= max_side:
         return image
@@ -159,5 +160,6 @@ __all__ = [
     "crop_folder",
     "crop_positions",
     "embedded_photos",
+    "limit_side",
     "synthesize",
 ]

@@ -11,13 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import cv2
 import numpy as np
 from pydantic import AfterValidator, Field, ValidationInfo
 
 from deblurstack import ConfigError
 from deblurstack.data import Pair, PairedImageDataset, list_images, read_image
-from deblurstack.engine.prepare import EMBEDDED, EMBEDDED_PHOTOS, embedded_photos
+from deblurstack.engine.prepare import EMBEDDED, EMBEDDED_PHOTOS, embedded_photos, limit_side
 
 #: the key path of the synthesizer node in its own problems, dropped from the messages
 _HERE = "@"
@@ -183,7 +182,7 @@ class Synthesized(PairedImageDataset):
         if path is None:
             image = embedded_photos(self.max_side, [name])[name]
         else:
-            image = _shrink(read_image(path), self.max_side)
+            image = limit_side(read_image(path), self.max_side)
         if self.sharp_cache is not None:
             self.sharp_cache[photo] = image  # the synthesizers make new arrays, never edit their frames
         return image
@@ -222,15 +221,6 @@ class Synthesized(PairedImageDataset):
                     f"but the sharp image is {sharp.shape[1]}x{sharp.shape[0]}"
                 )
         return arrays
-
-
-def _shrink(image: np.ndarray, max_side: int | None) -> np.ndarray:
-    """``image`` resized (area interpolation) so that its longer side is at most ``max_side``."""
-    height, width = image.shape[:2]
-    if not max_side or max(height, width) <= max_side:
-        return image
-    scale = max_side / max(height, width)
-    return cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
 
 
 def _window(image: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
