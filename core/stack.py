@@ -149,9 +149,8 @@ class Stack(nn.Module):
         of BladeNet's training minimises only L1 on data without blur masks).
         """
         terms = {name: loss(output, batch) for name, loss in self.losses.items()} if stack_losses else {}
-        for index, (prior, prior_output) in enumerate(zip(self.priors, output.priors, strict=True)):
-            if not prior_losses:
-                break
+        priors = zip(self.priors, output.priors, strict=True) if prior_losses else ()
+        for index, (prior, prior_output) in enumerate(priors):
             aux_losses = getattr(prior, "aux_losses", None)
             for name, value in (aux_losses(prior_output, batch) if aux_losses else {}).items():
                 terms[f"priors.{index}.{name}"] = value
