@@ -22,6 +22,7 @@ from deblurstack.errors import ConfigError, did_you_mean
 
 BASE_KEY = "base"
 VARIANTS_KEY = "variants"
+ABLATION_KEY = "ablation"  # a study's settings (seeds, test splits): read by `deblurstack ablation`, not by runs
 _ABSENT = object()
 
 
@@ -34,6 +35,7 @@ class Config:
     overrides: list[str] = field(default_factory=list)
     variants: list[str] = field(default_factory=list)  # names the file offers under ``variants``
     variant: str | None = None  # the one applied
+    ablation: dict[str, Any] = field(default_factory=dict)  # the file's ``ablation`` section (seeds, splits)
 
     def error(self, keypath: str, message: str) -> str:
         """One located problem: ``file: key.path: message``."""
@@ -50,7 +52,9 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), variant: str | 
           cat: {stack.priors: [{type: sam_cat}]}
           map: {stack.priors: [{type: sam_map, dropout: 0.0}]}
 
-    A variant's run is named ``<name>-<variant>`` (``name`` as the overrides leave it).
+    A variant's run is named ``<name>-<variant>`` (``name`` as the overrides leave it). An ``ablation`` section
+    (``seeds``, ``splits``: what ``deblurstack ablation`` runs) is set aside in ``Config.ablation`` like the
+    variants: it is no part of any run's config.
 
     Raises:
         ConfigError: syntax errors (with line numbers), missing or cyclic bases, bad overrides or
@@ -59,6 +63,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), variant: str | 
     path = Path(path)
     merged = _load_with_bases(path, chain=())
     variants = _pop_variants(merged, path)
+    ablation = _pop_ablation(merged, path)
     if variant is not None:
         if variant not in variants:
             known = ", ".join(variants) or "none"
@@ -89,7 +94,9 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), variant: str | 
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "") or "?"
         raise ConfigError(f"{source}: {key}: {_first_line(error)}") from None
-    return Config(data=data, source=source, overrides=list(overrides), variants=list(variants), variant=variant)
+    return Config(
+        data=data, source=source, overrides=list(overrides), variants=list(variants), variant=variant, ablation=ablation
+    )
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
@@ -147,6 +154,17 @@ def _pop_variants(config: DictConfig, path: Path) -> dict[str, dict[str, Any]]:
     if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
         raise ConfigError(f"{path}: {VARIANTS_KEY}: must map variant names to {{dotted.key: value}} mappings")
     return {str(name): {str(k): v for k, v in changes.items()} for name, changes in variants.items()}
+
+
+def _pop_ablation(config: DictConfig, path: Path) -> dict[str, Any]:
+    """Remove the ``ablation`` section (a study's seeds and test splits; no part of any run's config)."""
+    if ABLATION_KEY not in config:
+        return {}
+    section = OmegaConf.to_container(config, resolve=False)[ABLATION_KEY]
+    del config[ABLATION_KEY]
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: {ABLATION_KEY}: must be a mapping, e.g. {{seeds: 3, splits: [test]}}")
+    return section
 
 
 def _set(config: DictConfig, key: str, value: Any, label: str, path: Path) -> None:
