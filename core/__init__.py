@@ -32,6 +32,7 @@ from deblurstack.records import (
     BackboneRecord,
     ComponentRecord,
     DatasetRecord,
+    DiscriminatorRecord,
     LossRecord,
     MaskSourceRecord,
     MetricRecord,
@@ -50,6 +51,7 @@ _LAZY = {
     "Prior": "deblurstack.contracts",
     "PriorOutput": "deblurstack.contracts",
     "Translator": "deblurstack.contracts",
+    "Discriminator": "deblurstack.contracts",
     "Loss": "deblurstack.contracts",
     "Metric": "deblurstack.contracts",
     "MaskSource": "deblurstack.contracts",
@@ -90,6 +92,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the real objects behind th
     from deblurstack.config import load_config
     from deblurstack.contracts import (
         Backbone,
+        Discriminator,
         Guidance,
         Loss,
         MaskSource,
@@ -138,6 +141,7 @@ __all__ = [
     "ConfigError",
     "DatasetRecord",
     "DeblurstackError",
+    "DiscriminatorRecord",
     "LossRecord",
     "MaskSourceRecord",
     "MetricRecord",

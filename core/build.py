@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from deblurstack.checkpoint import load_weights
+from deblurstack.checkpoint import load_state, load_weights, read_state_dict
 from deblurstack.compose import prior_channels, unique_names
 from deblurstack.engine.evaluation import NamedMetric
 from deblurstack.errors import CheckpointError, ConfigError
 from deblurstack.masks import CachedSource, PredeblurredSource
 from deblurstack.records import IMAGE_CHANNELS
-from deblurstack.stack import Stack, WeightedLoss
+from deblurstack.stack import STATE_PREFIXES, Stack, WeightedLoss
 from deblurstack.tlc import enable_tlc
 
 if TYPE_CHECKING:
@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 def make_stack(resolved: ResolvedConfig) -> Stack:
     """Build every module of the stack, load checkpoints and freeze what is frozen."""
-    translator = _make_model(resolved, resolved.translator) if resolved.translator else None
-    backbone = _make_model(resolved, resolved.backbone)
+    translator = _make_model(resolved, resolved.translator, "translator") if resolved.translator else None
+    backbone = _make_model(resolved, resolved.backbone, "backbone")
     if resolved.backbone.options.get("tlc"):
         in_channels = resolved.backbone.params.get("in_channels", IMAGE_CHANNELS)
         if not enable_tlc(backbone, resolved.backbone.options["tlc"]["train_size"], in_channels):
@@ -35,8 +35,9 @@ def make_stack(resolved: ResolvedConfig) -> Stack:
             )
     points = dict(getattr(backbone, "insertion_points", {}) or {})
     priors = []
-    for node in resolved.priors:
-        prior = _make_model(resolved, node, **({"insertion_points": points} if node.record.guidance else {}))
+    for index, node in enumerate(resolved.priors):
+        injected = {"insertion_points": points} if node.record.guidance else {}
+        prior = _make_model(resolved, node, f"priors.{index}", **injected)
         declared = prior_channels(node)
         if getattr(prior, "out_channels", 0) != declared:
             raise ConfigError(
@@ -108,7 +109,9 @@ def make_trainer(resolved: ResolvedConfig) -> Any:
     return resolved.trainer.build()
 
 
-def _make_model(resolved: ResolvedConfig, node: ResolvedNode, **injected: Any) -> Any:
+def _make_model(resolved: ResolvedConfig, node: ResolvedNode, place: str, **injected: Any) -> Any:
+    """Build a model node and load its ``checkpoint``: a file of its own, or a deblurstack run's checkpoint of a
+    whole stack, whose part at this node's ``place`` in the stack (``backbone``, ``priors.0``) it takes."""
     module = node.build(**injected)
     checkpoint = node.options.get("checkpoint")
     if node.options.get("frozen") and not checkpoint and any(True for _ in module.parameters()):
@@ -116,7 +119,10 @@ def _make_model(resolved: ResolvedConfig, node: ResolvedNode, **injected: Any) -
         raise ConfigError(resolved.config.error(f"{node.keypath}.frozen", message))
     if checkpoint:
         try:
-            load_weights(module, checkpoint["path"], key=checkpoint["key"], strict=checkpoint["strict"])
+            state = read_state_dict(checkpoint["path"], checkpoint["key"])
+            if any(key.startswith(STATE_PREFIXES) for key in state):  # a deblurstack stack: this part of it
+                state = {key.removeprefix(f"{place}."): v for key, v in state.items() if key.startswith(f"{place}.")}
+            load_state(module, state, source=str(checkpoint["path"]), strict=checkpoint["strict"])
         except CheckpointError as error:
             raise ConfigError(resolved.config.error(f"{node.keypath}.checkpoint", str(error))) from None
     return module

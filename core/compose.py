@@ -34,7 +34,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 from deblurstack.config import Config, config_from_dict, load_config
 from deblurstack.errors import ConfigError, DeblurstackError, did_you_mean, one_line
@@ -193,6 +195,48 @@ def resolve_node(
     return resolved
 
 
+#: where :func:`nested_node` checks a node; its problems are then told relative to the parameter holding it
+_NESTED = "@"
+
+
+def nested_node(kind: str, node: Any, build: bool = False) -> ResolvedNode:
+    """Check a node of ``kind`` that a factory parameter holds (a trainer's discriminator, a dataset's
+    synthesizer), and with ``build`` build it once, so that what only its factory checks is refused too.
+
+    Problems raise a ``ValueError`` whose message locates each relative to that parameter (``norm: must be one
+    of ...``), to which the config check adds the file and the parameter's key path."""
+    if not isinstance(node, Mapping):
+        raise ValueError(f"must be a {kind} node {{type: name, ...}}, got {node!r}")
+    try:
+        resolved = resolve_node(kind, node, _NESTED, source=_NESTED)
+        if build:
+            resolved.build()
+        return resolved
+    except ConfigError as error:
+        raise ValueError("; ".join(_relative(problem) for problem in error.problems)) from None
+
+
+def _relative(problem: str) -> str:
+    problem = problem.removeprefix(f"{_NESTED}: ")
+    return problem.removeprefix(f"{_NESTED}: ").replace(f"{_NESTED}.", "")
+
+
+def _explicit_node(kind: str) -> Callable[[Any], dict[str, Any]]:
+    return lambda node: nested_node(kind, as_node(node), build=True).to_dict()
+
+
+def as_node(node: Mapping[str, Any] | str) -> dict[str, Any]:
+    """A node, given as one or by its type name alone (``patchgan`` for ``{type: patchgan}``)."""
+    return {"type": node} if isinstance(node, str) else dict(node)
+
+
+def ComponentNode(kind: str) -> Any:  # noqa: N802 (reads as a type in signatures)
+    """The annotation of a factory parameter that is a node of another kind, or its type name alone, checked (and
+    built once) as such by the config check and replaced by its explicit form:
+    ``discriminator: ComponentNode("discriminator") = "patchgan"`` (the factory reads it through :func:`as_node`)."""
+    return Annotated[dict[str, Any] | str, AfterValidator(_explicit_node(kind))]
+
+
 def _as_config(
     config: Config | Mapping[str, Any] | str | Path, overrides: Sequence[str], variant: str | None
 ) -> Config:
@@ -209,6 +253,8 @@ class _Resolver:
         self.manager = manager
         self.splits = None if splits is None else set(splits)
         self.trainer_checked = False  # the trainer node resolved without problems, so it can be built
+        self.trainer: Any = None  # built by built_trainer, once
+        self.trainer_tried = False
         self.problems: list[str] = []
 
     def problem(self, keypath: str, message: str) -> None:
@@ -397,7 +443,8 @@ class _Resolver:
             uses.setdefault(use.split, []).append(use)
         for split, dataset in resolved.datasets.items():
             provided = {*BASIC_INPUTS, *dataset_provides(dataset), *dataset.aux}
-            needs = [(node, name) for node in resolved.priors for name in node.record.requires]
+            forward = split not in uses or any(use.stack_forward for use in uses[split])
+            needs = [(node, name) for node in resolved.priors for name in node.record.requires] if forward else []
             if split in uses:
                 if any(use.prior_losses for use in uses[split]):
                     needs += [(node, name) for node in resolved.priors for name in node.record.training_inputs]
@@ -423,12 +470,8 @@ class _Resolver:
     def training_splits(self, resolved: ResolvedConfig) -> list[TrainingSplit]:
         """What the trainer trains on (its ``training_splits()``), after checking the splits and parts it names."""
         default = [TrainingSplit(TRAIN_SPLIT, f"data.{TRAIN_SPLIT}")]
-        if resolved.trainer is None or not self.trainer_checked:
-            return default
-        try:
-            trainer = resolved.trainer.build()
-        except ConfigError as error:
-            self.problems.append(str(error))
+        trainer = self.built_trainer(resolved)
+        if trainer is None:
             return default
         declared = getattr(trainer, "training_splits", None)
         if declared is None:
@@ -445,7 +488,9 @@ class _Resolver:
             for part in use.trains:
                 if part == "all":
                     continue
-                if part not in parts:
+                if part not in parts and not use.keypath.endswith(".split"):  # the trainer's own choice of part
+                    self.problem(f"stack.{part}", f"missing: trainer {resolved.trainer.type!r} trains it")
+                elif part not in parts:
                     self.problem(
                         use.keypath.rsplit(".", 1)[0] + ".trains",
                         f"{part!r} is no part of this stack (parts: all, {', '.join(parts)})",
@@ -453,6 +498,18 @@ class _Resolver:
                 elif parts[part].options.get("frozen"):
                     self.problem(use.keypath.rsplit(".", 1)[0] + ".trains", f"{part!r} is frozen")
         return uses
+
+    def built_trainer(self, resolved: ResolvedConfig) -> Any:
+        """The trainer, built once (its factory checks what its signature cannot); None if it cannot be built."""
+        if resolved.trainer is None or not self.trainer_checked:
+            return None
+        if not self.trainer_tried:
+            self.trainer_tried = True
+            try:
+                self.trainer = resolved.trainer.build()
+            except ConfigError as error:
+                self.problems.append(str(error))
+        return self.trainer
 
     def check_references(self, resolved: ResolvedConfig) -> None:
         """Parameters hinted as :data:`~deblurstack.params.SplitName` or ``MetricName`` must name a split or
@@ -479,13 +536,16 @@ class _Resolver:
                             )
 
     def check_training(self, resolved: ResolvedConfig) -> None:
-        """A trainer that minimises the stack's losses needs one."""
+        """A trainer that minimises the stack's losses needs one; and what the trainer's ``check_config`` finds."""
         trainer = resolved.trainer
         if trainer is not None and trainer.record.trains_stack_losses and not resolved.losses:
             self.problem(
                 "stack.losses",
                 f"is empty, but trainer {trainer.type!r} minimises the stack's losses: add one, e.g. [{{type: l1}}]",
             )
+        check = getattr(self.built_trainer(resolved), "check_config", None)
+        for keypath, message in check(resolved) if check else ():
+            self.problem(keypath, message)
 
     def explicit(self, resolved: ResolvedConfig) -> dict[str, Any]:
         """The configuration with every parameter written out (what a run folder records)."""
@@ -718,10 +778,13 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = [
+    "ComponentNode",
     "ResolvedConfig",
     "ResolvedNode",
+    "as_node",
     "build_stack",
     "dataset_provides",
+    "nested_node",
     "resolve_config",
     "resolve_node",
     "KINDS",

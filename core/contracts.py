@@ -1,4 +1,4 @@
-"""What a built component must do: small base classes for backbones, priors, translators, losses.
+"""What a built component must do: small base classes for backbones, priors, translators, discriminators, losses.
 
 Tensors are ``B x C x H x W`` float images in [0, 1] (RGB, ``C = 3`` for images). The stack
 runs ``translator -> priors -> backbone`` and never pads: every backbone takes any ``H x W``
@@ -99,6 +99,20 @@ class Translator(nn.Module):
     """
 
     def forward(self, image: Tensor) -> Tensor | list[Tensor]:
+        raise NotImplementedError
+
+
+class Discriminator(nn.Module):
+    """Judges images for an adversarial trainer: ``forward(images) -> logits``, one patch-logit map per image.
+
+    ``images`` is a coarse-to-fine list of ``scales`` images (a translator's outputs, or the real images
+    downsampled alike); a multi-scale discriminator applies its weights to each (Blur2Blur's PatchGAN at 1/4,
+    1/2, 1). ``scales`` says how many it judges; trainers check it against the translator's.
+    """
+
+    scales: int = 1
+
+    def forward(self, images: list[Tensor]) -> list[Tensor]:
         raise NotImplementedError
 
 
@@ -215,6 +229,7 @@ def image_residual(output: Tensor, inputs: Tensor) -> Tensor:
 __all__ = [
     "IMAGE_CHANNELS",
     "Backbone",
+    "Discriminator",
     "Guidance",
     "Loss",
     "MaskSource",

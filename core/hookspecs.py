@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from deblurstack.records import (
         BackboneRecord,
         DatasetRecord,
+        DiscriminatorRecord,
         LossRecord,
         MaskSourceRecord,
         MetricRecord,
@@ -86,6 +87,38 @@ def deblurstack_translators() -> Sequence[TranslatorRecord]:
         def deblurstack_translators():
             return [TranslatorRecord(name="blur2blur", factory="my_pkg.b2b:Blur2Blur",
                                      summary="Unknown-to-known blur translation (CVPR 2024)")]
+    """
+
+
+@hookspec
+def deblurstack_discriminators() -> Sequence[DiscriminatorRecord]:
+    """Register discriminators: networks an adversarial trainer trains to tell real images from made ones.
+
+    Called once per plugin when the registry is first asked for discriminators. A trainer builds one from its
+    YAML node (``train.discriminator: {type: patchgan}``), keeps it outside the stack and saves it in its
+    checkpoints. The factory returns a module following ``deblurstack.Discriminator``: ``forward(images)``
+    takes a coarse-to-fine list of ``scales`` images and returns one logit map per image.
+
+    :return: a list of :class:`~deblurstack.records.DiscriminatorRecord`.
+
+    Example::
+
+        import torch
+        from torch import nn
+        from deblurstack import Discriminator, DiscriminatorRecord, hookimpl
+
+        class TinyCritic(Discriminator):
+            def __init__(self, width: int = 16, scales: int = 1):
+                super().__init__()
+                self.scales = scales
+                self.body = nn.Sequential(nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(width, 1, 3, 1, 1))
+
+            def forward(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+                return [self.body(image) for image in images]
+
+        @hookimpl
+        def deblurstack_discriminators():
+            return [DiscriminatorRecord(name="tiny_critic", factory=TinyCritic, summary="Two-layer patch critic")]
     """
 
 
@@ -173,7 +206,9 @@ def deblurstack_trainers() -> Sequence[TrainerRecord]:
     bit-identically (weights, every optimizer, every random state) and resumes from ``job.resume_from``.
     Build it on :class:`deblurstack.engine.loop.TrainingLoop`, which does all of that around your own step;
     subclass :class:`~deblurstack.engine.loop.LoopOptions` for its YAML options (``iterations``, ``val_every``,
-    ``save_every``, ``ema_decay``, ...).
+    ``save_every``, ``ema_decay``, ...). ``config check`` builds the trainer and, where it defines them, asks
+    ``training_splits()`` what it trains on and ``check_config(resolved)`` for problems of the whole config
+    (see :class:`~deblurstack.records.TrainerRecord`).
 
     Example::
 

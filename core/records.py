@@ -163,6 +163,20 @@ class TranslatorRecord(ComponentRecord):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DiscriminatorRecord(ComponentRecord):
+    """Judges whether images are real or made, for adversarial trainers (Blur2Blur's PatchGAN).
+
+    Discriminators are a kind of their own, not a part of a trainer, so that any adversarial trainer can take
+    any of them from YAML (``train.discriminator: {type: patchgan, norm: instance}``) and a package can add one.
+    They are not part of the stack: the trainer owns one, saves it in its checkpoints and drops it after
+    training, as inference never needs it.
+    """
+
+    kind: ClassVar[str] = "discriminator"
+    hook: ClassVar[str] = "deblurstack_discriminators"
+
+
+@dataclass(frozen=True, kw_only=True)
 class LossRecord(ComponentRecord):
     """A training objective. The stack weights it with the YAML key ``weight``.
 
@@ -227,6 +241,10 @@ class TrainerRecord(ComponentRecord):
 
     Attributes:
         trains_stack_losses: the trainer minimises the stack's ``losses``, so a config needs at least one.
+
+    A built trainer may also define ``training_splits() -> list[TrainingSplit]`` (what it trains on) and
+    ``check_config(resolved) -> list[tuple[str, str]]``: problems of the whole config as ``(key path, message)``
+    pairs (a translator it needs, sizes its networks need), which ``config check`` reports as its own.
     """
 
     kind: ClassVar[str] = "trainer"
@@ -250,6 +268,8 @@ class TrainingSplit:
         stack_losses: the stack's ``losses`` are minimised on it.
         prior_losses: the priors' auxiliary losses are minimised on it.
         trains: the parts trained on it (``backbone``, ``priors.0``, ``translator``); ``("all",)``: every part.
+        stack_forward: the whole stack runs on it, so it must give what the priors read; ``False`` when the
+            trainer runs only a part (an adversarial translator trainer never runs the priors and the backbone).
     """
 
     split: str
@@ -257,6 +277,7 @@ class TrainingSplit:
     stack_losses: bool = True
     prior_losses: bool = True
     trains: tuple[str, ...] = ("all",)
+    stack_forward: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -289,6 +310,7 @@ RECORD_TYPES: tuple[type[ComponentRecord], ...] = (
     MaskSourceRecord,
     TrainerRecord,
     SynthesizerRecord,
+    DiscriminatorRecord,
 )
 
 #: kind name -> record class, e.g. ``KINDS["backbone"] is BackboneRecord``.
@@ -302,6 +324,7 @@ __all__ = [
     "BackboneRecord",
     "ComponentRecord",
     "DatasetRecord",
+    "DiscriminatorRecord",
     "LossRecord",
     "MaskSourceRecord",
     "MetricRecord",

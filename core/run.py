@@ -34,12 +34,13 @@ class RunState:
 
 @dataclass
 class Sample:
-    """One validation image triple, CHW tensors in [0, 1]."""
+    """One validation image triple, CHW tensors in [0, 1]; with a translator, also what the backbone saw."""
 
     name: str
     input: Tensor
     output: Tensor
     target: Tensor
+    translated: Tensor | None = None
 
 
 __all__ = [

@@ -23,29 +23,10 @@ from deblurstack.data import write_image
 from deblurstack.engine.checkpoints import load_training_state, seed_global_generators
 from deblurstack.plugins.bladenet.attention import attention_sum, dice_loss
 from deblurstack.plugins.bladenet.perception import cross_entropy
+from tests.official_weights import official_weights
 
 OFFICIAL = Path(__file__).resolve().parent / "data" / "official"
 BLADENET = {"priors": [{"type": "lbp"}, {"type": "bsa"}], "backbone": {"type": "unet.bladenet"}}
-
-
-def official_weights(keys: dict[str, list[int]]) -> dict[str, torch.Tensor]:
-    """Deterministic weights for the official key list: key ``i`` drawn from a generator seeded with ``i``."""
-    state = {}
-    for index, (key, shape) in enumerate(keys.items()):
-        generator = torch.Generator().manual_seed(index)
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(0)
-        elif key.endswith("running_var"):
-            state[key] = 0.5 + torch.rand(shape, generator=generator)
-        elif key.endswith("running_mean"):
-            state[key] = 0.1 * torch.randn(shape, generator=generator)
-        elif len(shape) == 4:
-            state[key] = torch.randn(shape, generator=generator) * (2.0 / np.prod(shape[1:])) ** 0.5
-        elif key.endswith("bias"):
-            state[key] = 0.1 * torch.randn(shape, generator=generator)
-        else:
-            state[key] = 1 + 0.1 * torch.randn(shape, generator=generator)
-    return state
 
 
 def test_the_official_wholenet_loads_strictly_and_gives_the_official_outputs_in_rgb():

@@ -26,7 +26,9 @@ def test_plugins_list_shows_distribution_version_hooks_and_components(capsys):
 def test_components_list_filters_by_pattern_and_kind(capsys):
     assert main(["components", "list", "--kind", "loss"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
-    assert [row.split()[:2] for row in rows] == [["loss", n] for n in ("charbonnier", "l1", "mimo_unet", "psnr")]
+    assert [row.split()[:2] for row in rows] == [
+        ["loss", n] for n in ("charbonnier", "l1", "mimo_unet", "psnr", "vgg16_perceptual")
+    ]
     assert main(["components", "list", "unet.t*"]) == 0
     out = capsys.readouterr().out
     assert "bladenet, small, tiny" in out and "psnr" not in out

@@ -277,7 +277,8 @@ BAD = {
     "misspelled trainer": (
         {"c.yaml": "stack: {backbone: {type: unet}}\ntrain: {type: supervise}"},
         [],
-        r"train.type: unknown trainer 'supervise'; did you mean 'supervised'\? \(choose from: phased, supervised\)",
+        r"train.type: unknown trainer 'supervise'; did you mean 'supervised'\? "
+        r"\(choose from: adversarial, phased, supervised\)",
     ),
     "trainer without its required parameter": (
         {"c.yaml": "stack: {backbone: {type: unet}, losses: [{type: l1}]}\ntrain: {type: supervised}"},

@@ -27,7 +27,17 @@ from deblurstack.params import read_signature
 from deblurstack.registry import PluginManager
 from deblurstack.testing import check_component
 
-CHECKED_KINDS = ("backbone", "prior", "translator", "loss", "metric", "mask_source", "synthesizer", "trainer")
+CHECKED_KINDS = (
+    "backbone",
+    "prior",
+    "translator",
+    "discriminator",
+    "loss",
+    "metric",
+    "mask_source",
+    "synthesizer",
+    "trainer",
+)
 #: parameters a component needs to be built at all (components that need files are checked with files below)
 REQUIRED = {"trainer:supervised": {"iterations": 1}}
 #: components that read weight files nobody can download here (their loading code has tests of its own)
@@ -56,7 +66,7 @@ BUILTIN = list(_builtin_cases())
 
 
 def test_there_are_builtin_components_of_every_kind_to_check():
-    assert {kind for kind, _, _ in BUILTIN} == set(CHECKED_KINDS) - {"translator"}  # no built-in translator yet
+    assert {kind for kind, _, _ in BUILTIN} == set(CHECKED_KINDS)
 
 
 @pytest.mark.parametrize("kind, name, params", BUILTIN, ids=[f"{k}:{n}" for k, n, _ in BUILTIN])

@@ -88,5 +88,5 @@ def test_blocking_the_plugin_by_name_removes_it(site):
         "deblurstack: error: examples/edge_plugin/stack.yaml: stack.priors[0].type: unknown prior 'sobel_edges' "
         "(choose from: bsa, lbp, sam_cat, sam_map)",
         "deblurstack: error: examples/edge_plugin/stack.yaml: stack.losses[1].type: unknown loss 'gradient_l1' "
-        "(choose from: charbonnier, l1, mimo_unet, psnr)",
+        "(choose from: charbonnier, l1, mimo_unet, psnr, vgg16_perceptual)",
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,22 @@ def test_hook_deblurstack_translators(plugin_manager):
     _registered(
         plugin_manager, "translator", records.TranslatorRecord(name="t", factory="torch.nn:Identity", summary="s")
     )
+
+
+def test_hook_deblurstack_discriminators(plugin_manager, installed):
+    """The spec's example, installed as a package, registers a discriminator that passes the conformance checks and
+    that an adversarial trainer's config can name."""
+    example = hookspecs.deblurstack_discriminators.__doc__.split("Example::\n")[1]
+    installed("deblurstack-critic", {"tiny_critic": textwrap.dedent(example)}, {"critic": "tiny_critic"})
+    plugin_manager.load_entrypoints()
+    _registered(
+        plugin_manager,
+        "discriminator",
+        records.DiscriminatorRecord(name="di", factory="torch.nn:Identity", summary="s"),
+    )
+    from deblurstack.testing import check_component
+
+    check_component("discriminator", "tiny_critic", {"scales": 3})
 
 
 def test_hook_deblurstack_losses(plugin_manager):

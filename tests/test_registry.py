@@ -178,7 +178,8 @@ def test_plugins_can_be_blocked_by_name_and_through_the_environment(monkeypatch)
     monkeypatch.setenv("DEBLURSTACK_BLOCK_PLUGINS", "unet, losses")
     manager = create_plugin_manager()
     assert "unet" not in manager.components("backbone") and "nafnet" in manager.components("backbone")
-    assert set(manager.components("loss")) == {"mimo_unet"}  # only the MIMO-UNet plugin's own loss is left
+    # only the MIMO-UNet and Blur2Blur plugins' own losses are left
+    assert set(manager.components("loss")) == {"mimo_unet", "vgg16_perceptual"}
     assert manager.is_blocked("unet")
 
 
@@ -203,10 +204,10 @@ def test_unknown_names_suggest_the_closest_and_list_the_choices():
     ):
         manager.get("backbone", "unte")
     with pytest.raises(
-        PluginError, match=r"unknown loss 'perceptual' \(choose from: charbonnier, l1, mimo_unet, psnr\)"
+        PluginError, match=r"unknown loss 'focal' \(choose from: charbonnier, l1, mimo_unet, psnr, vgg16_perceptual\)"
     ):
-        manager.get("loss", "perceptual")
-    with pytest.raises(PluginError, match=r"unknown trainer 'gan' \(choose from: phased, supervised\)"):
+        manager.get("loss", "focal")
+    with pytest.raises(PluginError, match=r"unknown trainer 'gan' \(choose from: adversarial, phased, supervised\)"):
         manager.get("trainer", "gan")
     with pytest.raises(
         PluginError,
@@ -214,7 +215,7 @@ def test_unknown_names_suggest_the_closest_and_list_the_choices():
     ):
         manager.get("prior", "sam_mpa")
     with pytest.raises(PluginError, match="no translator is registered"):
-        manager.get("translator", "blur2blur")
+        create_plugin_manager(blocked=["blur2blur"]).get("translator", "blur2blur")
     with pytest.raises(PluginError, match="unknown component kind 'backbones'; did you mean 'backbone'"):
         manager.components("backbones")
 
@@ -222,7 +223,13 @@ def test_unknown_names_suggest_the_closest_and_list_the_choices():
 def test_find_matches_names_and_presets():
     manager = create_plugin_manager()
     assert [c.name for c in manager.find("unet.sm*")] == ["unet"]
-    assert [c.name for c in manager.find("*", kind="loss")] == ["charbonnier", "l1", "mimo_unet", "psnr"]
+    assert [c.name for c in manager.find("*", kind="loss")] == [
+        "charbonnier",
+        "l1",
+        "mimo_unet",
+        "psnr",
+        "vgg16_perceptual",
+    ]
     assert [c.name for c in manager.find("naf*")] == ["nafnet", "nafnet_baseline"]
     assert manager.find("nothing*") == []
 

@@ -125,12 +125,14 @@ def test_the_small_ablation_trains_and_scores_every_variant_on_the_bundled_photo
         "train.val_every=0",
         "train.save_every=0",
     ]
-    assert main(["ablation", str(EXAMPLES / "small.yaml"), "--runs-dir", str(tmp_path / "runs"), *overrides]) == 0
-    lines = (tmp_path / "runs" / "sam_deblur_small-ablation.md").read_text().splitlines()
-    assert lines[2] == "| variant | psnr | ssim | mcr |"
-    assert [line.split(" | ")[0] for line in lines[4:]] == ["| blurry input", *(f"| {v}" for v in VARIANTS)]
+    runs = str(tmp_path / "runs")
+    assert main(["ablation", str(EXAMPLES / "small.yaml"), "--runs-dir", runs, "--no-report", *overrides]) == 0
+    lines = (tmp_path / "runs" / "sam_deblur_small-ablation" / "table.md").read_text().splitlines()
+    assert lines[2] == "| variant | psnr ↑ | ssim ↑ | mcr ↓ |"
+    rows = [line.split(" | ")[0] for line in lines[4 : 5 + len(VARIANTS)]]
+    assert rows == ["| blurry input", *(f"| {v}" for v in VARIANTS)]
     assert len(list((tmp_path / "masks").rglob("*.png"))) == 3  # one map per image, shared by the variants
-    config = yaml.safe_load((tmp_path / "runs" / "sam_deblur_small-map_dropout" / "config.yaml").read_text())
+    config = yaml.safe_load((tmp_path / "runs" / "sam_deblur_small-map_dropout-s0" / "config.yaml").read_text())
     assert config["stack"]["priors"][0]["dropout"] == 0.5
 
 

@@ -449,13 +449,14 @@ def test_an_ablation_trains_and_scores_every_variant_into_one_table(tmp_path, pa
     data["data"]["test"] = data["data"]["val"]
     data["variants"] = {"plain": {}, "luma": {"stack.priors": [{"type": "luma"}]}}
     config.write_text(yaml.safe_dump(data, sort_keys=False))  # the table follows the file's order
-    assert main(["ablation", str(config), "--runs-dir", str(tmp_path / "runs")]) == 0
-    table = (tmp_path / "runs" / "tiny-ablation.md").read_text()
+    assert main(["ablation", str(config), "--runs-dir", str(tmp_path / "runs"), "--no-report"]) == 0
+    table = (tmp_path / "runs" / "tiny-ablation" / "table.md").read_text()
     lines = table.splitlines()
-    assert lines[2] == "| variant | psnr | ssim |"
-    assert [line.split(" | ")[0] for line in lines[4:]] == ["| blurry input", "| plain", "| luma"]
-    assert (tmp_path / "runs" / "tiny-luma" / "config.yaml").is_file()
-    luma = yaml.safe_load((tmp_path / "runs" / "tiny-luma" / "config.yaml").read_text())
+    assert lines[2] == "| variant | psnr ↑ | ssim ↑ |"
+    assert [line.split(" | ")[0] for line in lines[4:7]] == ["| blurry input", "| plain", "| luma"]
+    assert lines[7] == ""  # the seeds and the protocols follow the table
+    assert (tmp_path / "runs" / "tiny-luma-s3" / "config.yaml").is_file()  # <name>-<variant>-s<seed>
+    luma = yaml.safe_load((tmp_path / "runs" / "tiny-luma-s3" / "config.yaml").read_text())
     assert luma["stack"]["priors"] == [{"type": "luma"}] and luma["stack"]["backbone"]["in_channels"] == 4
     assert "ablation table:" in capsys.readouterr().out
 

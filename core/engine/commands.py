@@ -1,4 +1,4 @@
-"""The engine's commands: train, test, ablation, run, export, synth, masks, crop, quickstart.
+"""The engine's commands: train, test, ablation, compare, report, run, export, synth, masks, crop, quickstart.
 
 Each command is a typed function, usable from Python (``train(config, overrides, runs_dir=...)``), and a thin
 command-line adapter beside it: ``<name>_command(parser)`` declares the command's arguments and returns the
@@ -24,7 +24,9 @@ from deblurstack.errors import ConfigError
 
 if TYPE_CHECKING:
     from deblurstack.compose import ResolvedConfig
+    from deblurstack.config import Config
     from deblurstack.engine.evaluation import Evaluation
+    from deblurstack.engine.studies import AblationResult, Comparison
 
 #: the example configs, shipped with the package (``examples/`` of the source tree)
 EXAMPLES = Path(str(importlib.resources.files("deblurstack.examples")))
@@ -36,7 +38,7 @@ Handler = Callable[[argparse.Namespace], Any]
 
 
 def train(
-    config: str | Path,
+    config: str | Path | Config,
     overrides: Sequence[str] = (),
     *,
     runs_dir: str | Path = "runs",
@@ -45,7 +47,8 @@ def train(
     variant: str | None = None,
     command_line: str = "",
 ) -> Path:
-    """Train the stack a config describes; returns the run folder. ``resume``: ``"latest"`` or a checkpoint."""
+    """Train the stack a config (a file, or a loaded :class:`~deblurstack.config.Config`) describes; returns the
+    run folder. ``resume``: ``"latest"`` or a checkpoint."""
     from deblurstack.engine import distributed
     from deblurstack.engine.training import prepare_training
 
@@ -88,7 +91,7 @@ def train_command(parser: argparse.ArgumentParser) -> Handler:
 
 
 def test(
-    config: str | Path,
+    config: str | Path | Config,
     overrides: Sequence[str] = (),
     *,
     checkpoint: str | Path | None = None,
@@ -96,6 +99,7 @@ def test(
     split: str = "test",
     out: str | Path | None = None,
     save_images: bool = False,
+    save_translated: bool = False,
     skip_bad: bool = False,
     tile: int | None = None,
     overlap: int = TILE_OVERLAP,
@@ -127,8 +131,13 @@ def test(
         for metric in metrics:
             metric.module.to(place.device)
         dataset = resolved.build_dataset(split)
+        if save_translated and stack.translator is None:
+            raise ConfigError(f"{config}: --save-translated: the stack has no translator (stack.translator)")
         images = folder / "images" if save_images else None
-        result = evaluate(stack, dataset, metrics, place, save_to=images, tile=tile, overlap=overlap)
+        translated = folder / "translated" if save_translated else None
+        result = evaluate(
+            stack, dataset, metrics, place, save_to=images, translated_to=translated, tile=tile, overlap=overlap
+        )
     finally:
         distributed.teardown()
     if not place.is_main:
@@ -148,6 +157,7 @@ def test_command(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("--split", default="test", help="data split to score (default: test)")
     parser.add_argument("--out", help="report folder (default: <checkpoint's run folder>/evaluation/<split>)")
     parser.add_argument("--save-images", action="store_true", help="also write the output images")
+    parser.add_argument("--save-translated", action="store_true", help="also write the translator's images")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them")
 
     def handle(args: argparse.Namespace) -> None:
@@ -158,6 +168,7 @@ def test_command(parser: argparse.ArgumentParser) -> Handler:
             split=args.split,
             out=args.out,
             save_images=args.save_images,
+            save_translated=args.save_translated,
             skip_bad=args.skip_bad,
             device=args.device,
             variant=args.variant,
@@ -176,57 +187,106 @@ def ablation(
     overrides: Sequence[str] = (),
     *,
     variants: Sequence[str] | None = None,
-    split: str = "test",
+    seeds: int | Sequence[int] | None = None,
+    splits: Sequence[str] | None = None,
     runs_dir: str | Path = "runs",
     device: str = "auto",
-) -> Path:
-    """Train and score every variant of a config (or ``variants``) into one Markdown table; returns its file."""
-    from deblurstack.config import load_config
-    from deblurstack.data import write_bytes_atomic
-    from deblurstack.engine.checkpoints import Checkpoints
+    report: bool = True,
+) -> AblationResult:
+    """Train every variant of a config (or ``variants``) under every seed and score each on every test split;
+    trials finished before (same explicit config) are not retrained. Writes ``<runs_dir>/<name>-ablation/``:
+    results (CSV, JSON, per image), Markdown and LaTeX tables and (``report``) the HTML report.
 
-    base = load_config(config, overrides)
-    names = list(variants or base.variants)
-    if not names:
-        raise ConfigError(f"{config}: variants: none defined (an ablation runs each variant of the file)")
-    rows = []
-    for name in names:
-        folder = train(config, overrides, runs_dir=runs_dir, device=device, variant=name)
-        best = folder / "checkpoints" / "best.pth"
-        weights = best if best.exists() else Checkpoints(folder / "checkpoints").latest()
-        result, _ = test(config, overrides, checkpoint=weights, split=split, device=device, variant=name)
-        rows.append((name, result.means(), result.means("input_")))
-    metrics = list(rows[0][1])
-    title = base.data.get("name", Path(config).stem)
-    lines = [
-        f"# {title}: ablation on data.{split}",
-        "",
-        "| variant | " + " | ".join(metrics) + " |",
-        "|---|" + "---|" * len(metrics),
-        "| blurry input | " + " | ".join(f"{rows[0][2].get(m, float('nan')):.4f}" for m in metrics) + " |",
-    ]
-    lines += [f"| {name} | " + " | ".join(f"{means[m]:.4f}" for m in metrics) + " |" for name, means, _ in rows]
-    report = Path(runs_dir) / f"{title}-ablation.md"
-    write_bytes_atomic(report, ("\n".join(lines) + "\n").encode())
-    return report
+    ``seeds``: a count N (the config's ``seed`` and the N - 1 after it) or a list; ``splits``: the test splits.
+    Either defaults to the file's ``ablation:`` section (``seeds:``, ``splits:``), else one seed and ``test``.
+    """
+    from deblurstack.engine.studies import run_ablation
+
+    return run_ablation(
+        config,
+        overrides,
+        variants=variants,
+        seeds=seeds,
+        splits=splits,
+        runs_dir=runs_dir,
+        device=device,
+        report=report,
+    )
 
 
 def ablation_command(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("file", help="YAML config with a variants section")
     parser.add_argument("overrides", nargs="*", help="dotted overrides applied to every variant")
     parser.add_argument("--variants", help="comma-separated subset (default: all, in file order)")
-    parser.add_argument("--split", default="test", help="data split to score (default: test)")
+    parser.add_argument(
+        "--seeds",
+        help="N: train each variant under the config's seed and the N-1 after it; or a list 0,1,2 "
+        "(default: ablation.seeds of the file, else 1)",
+    )
+    parser.add_argument(
+        "--splits",
+        "--split",
+        dest="splits",
+        help="comma-separated test splits to score (default: ablation.splits of the file, else test)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="write results and tables only, no HTML report")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
 
     def handle(args: argparse.Namespace) -> None:
-        variants = args.variants.split(",") if args.variants else None
-        report = ablation(
-            args.file, args.overrides, variants=variants, split=args.split, runs_dir=args.runs_dir, device=args.device
+        done = ablation(
+            args.file,
+            args.overrides,
+            variants=_comma_list(args.variants),
+            seeds=_seeds(args.seeds),
+            splits=_comma_list(args.splits),
+            runs_dir=args.runs_dir,
+            device=args.device,
+            report=not args.no_report,
         )
-        print(f"ablation table: {report}\n\n{report.read_text()}", end="")
+        print(done.summary())
+        print(f"ablation table: {done.table} (LaTeX: {done.table.with_suffix('.tex')})")
+        if done.report is not None:
+            print(f"report: {done.report}")
+        print(f"\n{done.table.read_text()}", end="")
 
     return handle
+
+
+# ---------------------------------------------------------------------- compare, report
+
+
+def compare(results: str | Path, a: str, b: str, *, split: str | None = None, metric: str | None = None) -> Comparison:
+    """Variant ``a`` against ``b`` of an ablation, paired over the same images and seeds: the mean difference
+    ``a - b`` with a bootstrap 95 % interval (10,000 resamples of the images) and the images better or worse."""
+    from deblurstack.engine.studies import compare as compare_study
+    from deblurstack.engine.studies import load_study
+
+    return compare_study(load_study(results), a, b, split=split, metric=metric)
+
+
+def compare_command(parser: argparse.ArgumentParser) -> Handler:
+    parser.add_argument("results", metavar="ABLATION_OR_RUNS", help="an ablation folder, or a runs folder holding one")
+    parser.add_argument("--a", required=True, metavar="VARIANT", help="variant (or input, the blurry input)")
+    parser.add_argument("--b", required=True, metavar="VARIANT", help="the variant it is compared with")
+    parser.add_argument("--split", help="test split (default: the first the ablation scored)")
+    parser.add_argument("--metric", help="metric (default: psnr, else the first)")
+    return lambda args: print(compare(args.results, args.a, args.b, split=args.split, metric=args.metric).text())
+
+
+def report(results: str | Path) -> Path:
+    """Write the ablation's self-contained HTML report (``report.html``, plots also as ``report/*.png``)."""
+    from deblurstack.engine.report import write_report
+    from deblurstack.engine.studies import load_study
+
+    study = load_study(results)
+    assert study.folder is not None
+    return write_report(study, study.folder)
+
+
+def report_command(parser: argparse.ArgumentParser) -> Handler:
+    parser.add_argument("results", metavar="RUNS_OR_ABLATION", help="an ablation folder, or a runs folder holding one")
+    return lambda args: print(f"report: {report(args.results)}")
 
 
 # ---------------------------------------------------------------------- run
@@ -245,6 +305,7 @@ def run(
     tlc: int | None = None,
     aux_from: str = "test",
     skip_bad: bool = False,
+    save_translated: bool = False,
     device: str = "auto",
     variant: str | None = None,
 ) -> tuple[list[Path], list[str]]:
@@ -275,8 +336,12 @@ def run(
     place = resolve_device(device)
     stack = resolved.build_stack()
     _load_weights(stack, resolved, config, checkpoint, weights)
+    if save_translated and stack.translator is None:
+        raise ConfigError(f"{config}: --save-translated: the stack has no translator (stack.translator)")
     files = expand_inputs(inputs)
-    return run_on_files(stack.to(place), files, Path(out), place, tile, overlap, sources, skip_bad=skip_bad)
+    return run_on_files(
+        stack.to(place), files, Path(out), place, tile, overlap, sources, skip_bad, save_translated=save_translated
+    )
 
 
 def run_command(parser: argparse.ArgumentParser) -> Handler:
@@ -294,6 +359,9 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
         help="data split whose aux mask sources compute the priors' inputs (default: test)",
     )
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed at the end)")
+    parser.add_argument(
+        "--save-translated", action="store_true", help="also write the translator's images to <out>/translated"
+    )
     _weights_arguments(parser)
     parser.set_defaults(overrides=[])
 
@@ -309,6 +377,7 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
             **_weights_options(args),
             aux_from=args.aux_from,
             skip_bad=args.skip_bad,
+            save_translated=args.save_translated,
             device=args.device,
             variant=args.variant,
         )
@@ -562,7 +631,9 @@ def quickstart_command(parser: argparse.ArgumentParser) -> Handler:
 #: command name -> (one-line help, adapter); ``deblurstack.cli`` adds each as a subcommand
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] = {
     "train": ("train a stack (torchrun for several processes)", train_command),
-    "ablation": ("train and score every variant of a config", ablation_command),
+    "ablation": ("train every variant of a config under each seed, score it on each test split", ablation_command),
+    "compare": ("two variants of an ablation, paired: mean difference with a bootstrap interval", compare_command),
+    "report": ("an ablation's self-contained HTML report: table, plots, curves, image crops", report_command),
     "test": ("score a trained stack on a data split", test_command),
     "run": ("deblur image files", run_command),
     "export": ("export a stack to ONNX (checked with onnxruntime)", export_command),
@@ -626,6 +697,20 @@ def _with_tlc(overrides: Sequence[str], tlc: int | None) -> list[str]:
     return [*overrides, *([f"stack.backbone.tlc={{train_size: {tlc}}}"] if tlc is not None else [])]
 
 
+def _comma_list(value: str | None) -> list[str] | None:
+    return [item.strip() for item in value.split(",") if item.strip()] if value else None
+
+
+def _seeds(value: str | None) -> int | list[int] | None:
+    """``--seeds N`` (a count) or ``--seeds 0,4,7`` (these seeds)."""
+    if value is None:
+        return None
+    try:
+        return [int(s) for s in value.split(",") if s.strip()] if "," in value else int(value)
+    except ValueError:
+        raise ConfigError(f"--seeds {value!r}: a count N or a comma-separated list of integers") from None
+
+
 def _parse_settings(settings: list[str]) -> dict[str, Any]:
     parsed = {}
     for setting in settings:
@@ -677,11 +762,13 @@ __all__ = [
     "COMMANDS",
     "EXAMPLES",
     "ablation",
+    "compare",
     "crop",
     "export",
     "is_override",
     "masks",
     "quickstart",
+    "report",
     "run",
     "synth",
     "test",

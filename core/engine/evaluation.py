@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from deblurstack.data import ImageError, write_bytes_atomic, write_image
 from deblurstack.engine.distributed import Distributed, gather
-from deblurstack.engine.inference import TILE_OVERLAP, predict
+from deblurstack.engine.inference import TILE_OVERLAP, TranslatedView, predict
 from deblurstack.run import Sample
 
 
@@ -70,15 +70,17 @@ def evaluate(
     score_input: bool = True,
     keep_samples: int = 0,
     save_to: Path | None = None,
+    translated_to: Path | None = None,
     tile: int | None = None,
     overlap: int = TILE_OVERLAP,
 ) -> Evaluation:
     """Run ``stack`` on every image of ``dataset`` (sharded across ranks) and score it.
 
     The whole image goes through the stack (or overlapping tiles of ``tile`` pixels); outputs
-    are clamped to [0, 1]. Every rank returns the rows of all ranks, sorted by image name. A pair
-    that fails to load stops the evaluation, unless the dataset's ``skip_bad`` is set: then it is
-    listed in ``skipped`` and scored by no metric (the means are over the images scored).
+    are clamped to [0, 1]; ``save_to`` and ``translated_to`` also write the outputs and the translator's images
+    there. Every rank returns the rows of all ranks, sorted by image name. A pair that fails to load stops the
+    evaluation, unless the dataset's ``skip_bad`` is set: then it is listed in ``skipped`` and scored by no metric
+    (the means are over the images scored).
     """
     distributed = distributed or Distributed()
     was_training = stack.training
@@ -108,13 +110,24 @@ def evaluate(
             rows.append(row)
             if save_to is not None:
                 write_image(save_to / f"{sample['name']}.png", output[0].permute(1, 2, 0).cpu().numpy())
+            if translated_to is not None:
+                translated = predict(TranslatedView(stack), batch["input"], tile=tile, overlap=overlap).clamp(0, 1)
+                write_image(translated_to / f"{sample['name']}.png", translated[0].permute(1, 2, 0).cpu().numpy())
             if len(samples) < keep_samples:
-                samples.append(Sample(sample["name"], sample["input"], output[0].cpu(), sample["target"]))
+                translated = _translated(stack, batch["input"])
+                samples.append(Sample(sample["name"], sample["input"], output[0].cpu(), sample["target"], translated))
     finally:
         stack.train(was_training)
     every = [row for part in gather(rows, distributed) for row in part]
     problems = sorted(problem for part in gather(skipped, distributed) for problem in part)
     return Evaluation(sorted(every, key=lambda row: row["image"]), samples, problems)
+
+
+def _translated(stack: nn.Module, image: Tensor) -> Tensor | None:
+    """What the stack's translator makes of ``image`` (clamped), if the stack has one."""
+    if getattr(stack, "translator", None) is None:
+        return None
+    return TranslatedView(stack)(image)[0].clamp(0, 1).cpu()
 
 
 def write_report(
@@ -146,14 +159,17 @@ def write_report(
     if blurry:
         lines.append("| blurry input | " + " | ".join(_cell(blurry.get(n, math.nan)) for n in names) + " |")
     lines.append("| output | " + " | ".join(_cell(output[n]) for n in names) + " |")
-    lines += ["", "## Protocol", ""] + [
-        f"- `{m.name}`: {getattr(m.module, 'protocol', '') or 'not stated'}" for m in metrics
-    ]
+    lines += ["", "## Protocol", ""] + [f"- `{name}`: {text}" for name, text in protocols(metrics).items()]
     lines += [f"- {note}" for note in notes]
     if evaluation.skipped:
         lines += ["", "## Skipped", ""] + [f"- {problem}" for problem in evaluation.skipped]
     write_bytes_atomic(summary_path, ("\n".join(lines) + "\n").encode())
     return csv_path, summary_path
+
+
+def protocols(metrics: Sequence[NamedMetric]) -> dict[str, str]:
+    """How each metric is computed (its module's ``protocol``), by metric name: what reports print under tables."""
+    return {m.name: getattr(m.module, "protocol", "") or "not stated" for m in metrics}
 
 
 def _arrow(column: str, metrics: Sequence[NamedMetric]) -> str:
@@ -167,4 +183,4 @@ def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["Evaluation", "NamedMetric", "evaluate", "write_report"]
+__all__ = ["Evaluation", "NamedMetric", "evaluate", "protocols", "write_report"]

@@ -92,14 +92,17 @@ def run_on_files(
     overlap: int = TILE_OVERLAP,
     aux_sources: Mapping[str, Callable[[np.ndarray, Pair], np.ndarray]] | None = None,
     skip_bad: bool = False,
+    save_translated: bool = False,
 ) -> tuple[list[Path], list[str]]:
     """Deblur each file into ``out_dir`` under its own name, keeping 16-bit files 16-bit.
 
     ``aux_sources`` compute the priors' auxiliary inputs (masks) from each whole image, as datasets do.
+    ``save_translated``: also write what the stack's translator made of each file to ``out_dir/translated``.
     Returns the files written and, with ``skip_bad``, the problems of the files skipped (otherwise the
     first unreadable file stops the run with an :class:`ImageError` naming it).
     """
     written, skipped = [], []
+    translator = TranslatedView(stack) if save_translated else None
     stack.eval()
     with torch.inference_mode():
         for path in paths:
@@ -122,7 +125,25 @@ def run_on_files(
             target = out_dir / f"{path.stem}{suffix}"
             write_image(target, output, bit_depth=bits)
             written.append(target)
+            if translator is not None:
+                translated = predict(translator, tensor, tile=tile, overlap=overlap).clamp(0, 1)[0]
+                write_image(out_dir / "translated" / target.name, translated.permute(1, 2, 0).cpu().numpy(), bits)
     return written, skipped
 
 
-__all__ = ["TILE_OVERLAP", "expand_inputs", "predict", "run_on_files"]
+class TranslatedView(nn.Module):
+    """``stack``'s translator as a stack of its own: ``forward(image, **aux)`` is its finest output (for
+    :func:`predict`, so translated images are tiled like deblurred ones)."""
+
+    def __init__(self, stack: nn.Module) -> None:
+        super().__init__()
+        if getattr(stack, "translator", None) is None:
+            raise ValueError("the stack has no translator, so there are no translated images to save")
+        self.translator = stack.translator
+
+    def forward(self, image: torch.Tensor, **aux: torch.Tensor) -> torch.Tensor:
+        result = self.translator(image)
+        return result[-1] if isinstance(result, (list, tuple)) else result
+
+
+__all__ = ["TILE_OVERLAP", "TranslatedView", "expand_inputs", "predict", "run_on_files"]

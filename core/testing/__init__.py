@@ -31,6 +31,7 @@ _CHECKS = (
     "check_backbone",
     "check_component",
     "check_dataset",
+    "check_discriminator",
     "check_loss",
     "check_mask_source",
     "check_metric",

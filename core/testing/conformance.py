@@ -32,6 +32,7 @@ def check_component(kind: str, name: str, params: Mapping[str, Any] | None = Non
         "backbone": check_backbone,
         "prior": check_prior,
         "translator": check_translator,
+        "discriminator": check_discriminator,
         "loss": check_loss,
         "metric": check_metric,
         "dataset": check_dataset,
@@ -192,11 +193,44 @@ def check_translator(name: str, params: Mapping[str, Any] | None = None) -> None
     _check_reproducible(build, run, name)
 
 
+def check_discriminator(name: str, params: Mapping[str, Any] | None = None) -> None:
+    """One logit map per scale with the batch kept, gradients to its weights and to the images, determinism,
+    state_dict."""
+    record, build = _builder("discriminator", name, params)
+    module = build()
+    scales = getattr(module, "scales", None)
+    _expect(isinstance(scales, int) and scales >= 1, name, f"scales must be a positive int, got {scales!r}")
+    full = _images([(128, 128)])[0]  # PatchGAN needs 32 pixels at its coarsest scale
+    images = [nn.functional.interpolate(full, scale_factor=0.5**k, mode="bilinear") for k in range(scales)][::-1]
+    logits = module(images)
+    _expect(
+        isinstance(logits, (list, tuple)) and len(logits) == scales,
+        name,
+        f"must return one logit map per image ({scales}), got {type(logits).__name__}"
+        + (f" of {len(logits)}" if isinstance(logits, (list, tuple)) else ""),
+    )
+    for image, logit in zip(images, logits, strict=True):
+        _expect(
+            logit.dim() == 4 and logit.shape[0] == BATCH and bool(torch.isfinite(logit).all()),
+            name,
+            f"for a {tuple(image.shape)} image, logits must be finite B x C x h x w, got {tuple(logit.shape)}",
+        )
+    probe = images[-1].clone().requires_grad_(True)
+    module(images[:-1] + [probe])[-1].mean().backward()
+    _expect(probe.grad is not None and bool(probe.grad.abs().sum() > 0), name, "no gradient reaches the images")
+
+    def run(m: nn.Module) -> Tensor:
+        return torch.cat([logit.flatten() for logit in m(images)])
+
+    _check_gradients(module, lambda: run(module).mean(), name)
+    _check_reproducible(build, run, name)
+
+
 def check_loss(name: str, params: Mapping[str, Any] | None = None, aux: Mapping[str, Tensor] | None = None) -> None:
     """A finite scalar, lower for a perfect prediction than for a noisy one, finite gradients, deterministic."""
     record, build = _builder("loss", name, params)
     loss = build()
-    target = _images([(33, 31)])[0]
+    target = _images([(72, 68)])[0]  # a VGG perceptual loss pools its 1/4 scale 16x more: 17 x 18 -> 1 x 1
     noisy = (target + 0.1 * torch.randn(target.shape, generator=torch.Generator().manual_seed(5))).clamp(0, 1)
     inputs = _aux_inputs(record.requires, target, aux)
 

@@ -14,12 +14,10 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator, Field, ValidationInfo
 
-from deblurstack import ConfigError
+from deblurstack.compose import nested_node
 from deblurstack.data import Pair, PairedImageDataset, list_images, read_image
 from deblurstack.engine.prepare import EMBEDDED, EMBEDDED_PHOTOS, embedded_photos, limit_side
 
-#: the key path of the synthesizer node in its own problems, dropped from the messages
-_HERE = "@"
 #: the rest of a training key after the index: ``(run_seed, epoch)``; empty for an int index
 Key = tuple[int, ...]
 
@@ -31,37 +29,22 @@ def _sharp_source(value: str, info: ValidationInfo) -> str:
     return value
 
 
-def _synthesizer_node(node: Any) -> dict[str, Any]:
-    """A synthesizer node (``{type: name[.preset], ...}``) of one frame, checked like any node and built once (so
-    that what only its factory checks is refused too, e.g. motion_blur's ``max_length`` above ``kernel_size - 1``);
-    its explicit form."""
-    if not isinstance(node, dict):
-        raise ValueError(f"must be a synthesizer node {{type: name, ...}}, got {node!r}")
-    try:
-        return _build_synthesizer(node)[0]
-    except ConfigError as error:
-        raise ValueError("; ".join(_relative(problem) for problem in error.problems)) from None
-
-
-def _build_synthesizer(node: dict[str, Any]) -> tuple[dict[str, Any], Any, tuple[str, ...]]:
-    """``(explicit node, synthesizer, its record's provides)``; a :class:`ConfigError` located at :data:`_HERE`."""
-    from deblurstack.compose import resolve_node
-
-    resolved = resolve_node("synthesizer", node, _HERE, source=_HERE)
+def _one_frame(resolved: Any) -> Any:
+    """A synthesizer node that makes a pair from one image (the dataset has one sharp photo per pair)."""
     frames = resolved.record.frames
     count = resolved.params.get(frames) if isinstance(frames, str) else frames
     if count != 1:
-        raise ConfigError(
-            f"{_HERE}: {_HERE}: synthesizer {resolved.type!r} takes {count} frames; the synthesized dataset makes "
-            f"each pair from one image"
+        raise ValueError(
+            f"synthesizer {resolved.type!r} takes {count} frames; the synthesized dataset makes each pair from "
+            "one image"
         )
-    return resolved.to_dict(), resolved.build(), tuple(resolved.record.provides)
+    return resolved
 
 
-def _relative(problem: str) -> str:
-    """A problem of the node checked at :data:`_HERE`, located relative to it: ``max_length: must be ...``."""
-    problem = problem.removeprefix(f"{_HERE}: ")
-    return problem.removeprefix(f"{_HERE}: ").replace(f"{_HERE}.", "")
+def _synthesizer_node(node: Any) -> dict[str, Any]:
+    """A synthesizer node of one frame, checked like any node and built once (so that what only its factory checks
+    is refused too, e.g. motion_blur's ``max_length`` above ``kernel_size - 1``); its explicit form."""
+    return _one_frame(nested_node("synthesizer", node, build=True)).to_dict()
 
 
 #: a folder of sharp images, or ``skimage``
@@ -146,10 +129,9 @@ class Synthesized(PairedImageDataset):
             raise ValueError(f"photos chooses among the bundled photos; it needs sharp_dir: {EMBEDDED}")
         if window is not None and patch_size is not None and window < patch_size:
             raise ValueError(f"window {window} is smaller than patch_size {patch_size}")
-        try:
-            self.node, self.synthesizer, self.provides = _build_synthesizer(dict(synthesizer))
-        except ConfigError as error:  # the builder adds the file and the dataset's key path
-            raise ConfigError([f"synthesizer: {_relative(problem)}" for problem in error.problems]) from error
+        resolved = _one_frame(nested_node("synthesizer", dict(synthesizer)))
+        self.node, self.synthesizer = resolved.to_dict(), resolved.build()
+        self.provides = tuple(resolved.record.provides)
         if sharp_dir == EMBEDDED:
             self.photos: list[tuple[str, Path | None]] = [
                 (name, None) for name in (EMBEDDED_PHOTOS if photos is None else photos)

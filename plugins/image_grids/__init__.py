@@ -1,4 +1,4 @@
-"""Image grids at validation: one row per sample, blurry input | output | target, saved in the run
+"""Image grids at validation: one row per sample, blurry input | [translated |] output | target, saved in the run
 folder as ``images/step_XXXXXXXX.png``. A lifecycle plugin: it only implements a run-event hook."""
 
 from __future__ import annotations
@@ -18,12 +18,16 @@ def deblurstack_validation_end(run: Any, samples: Any) -> None:
 
     from deblurstack.data import write_image
 
-    rows = [
-        _join([t.clamp(0, 1).permute(1, 2, 0).numpy() for t in (s.input, s.output, s.target)], axis=1) for s in samples
-    ]
+    rows = [_join([t.clamp(0, 1).permute(1, 2, 0).numpy() for t in _tiles(s)], axis=1) for s in samples]
     width = max(row.shape[1] for row in rows)
     rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=1.0) for row in rows]
     write_image(run.directory / "images" / f"step_{run.step:08d}.png", _join(rows, axis=0))
+
+
+def _tiles(sample: Any) -> list[Any]:
+    """input | output | target, or input | translated | output | target for a stack with a translator."""
+    translated = getattr(sample, "translated", None)
+    return [sample.input, *([translated] if translated is not None else []), sample.output, sample.target]
 
 
 def _join(tiles: list[Any], axis: int) -> Any:
