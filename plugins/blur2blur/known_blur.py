@@ -9,8 +9,9 @@ the translator to change those instead of the blur. Three generators, chosen by 
 - ``synthesizer``: any registered synthesizer (motion_blur, lens, lbs, ...) applied to ``sharp``: weight-free;
 - ``known_images``: ``known_blur`` as it is, the baseline the paper argues against.
 
-A generator that draws random numbers draws them from the entropy the trainer gives it (run seed, step, rank), so a
-resumed run makes the same images without any saved state.
+A generator that draws random numbers draws them from the entropy the trainer gives it (run seed, step) and each
+sample's position in the step's global batch, so a resumed run makes the same images without any saved state, and
+so do two processes with half the batch each.
 """
 
 from __future__ import annotations
@@ -29,16 +30,17 @@ from deblurstack.compose import ComponentNode, resolve_node
 
 
 class KnownBlur(nn.Module):
-    """``forward(batch, entropy) -> images``: the real images for a batch; ``needs`` names the batch keys it reads."""
+    """``forward(batch, entropy, positions) -> images``: the real images for a batch (``positions``: each sample's
+    place in the step's global batch); ``needs`` names the batch keys it reads."""
 
     needs: tuple[str, ...] = ()
 
-    def forward(self, batch: Mapping[str, Any], entropy: Sequence[int]) -> Tensor:
+    def forward(self, batch: Mapping[str, Any], entropy: Sequence[int], positions: Sequence[int]) -> Tensor:
         raise NotImplementedError
 
 
 class SynthesizedBlur(KnownBlur):
-    """A synthesizer run on each unknown-domain sharp image, with ``numpy.random.default_rng([*entropy, i])``."""
+    """A synthesizer run on each unknown-domain sharp image, with ``numpy.random.default_rng([*entropy, position])``."""
 
     needs = ("sharp",)
 
@@ -46,11 +48,11 @@ class SynthesizedBlur(KnownBlur):
         super().__init__()
         self.synthesizer, self.name = synthesizer, name
 
-    def forward(self, batch: Mapping[str, Any], entropy: Sequence[int]) -> Tensor:
+    def forward(self, batch: Mapping[str, Any], entropy: Sequence[int], positions: Sequence[int]) -> Tensor:
         sharp = batch["sharp"]
         made = []
-        for i, image in enumerate(sharp.permute(0, 2, 3, 1).cpu().numpy()):
-            blurry = np.asarray(self.synthesizer([image], np.random.default_rng([*entropy, i]))["input"])
+        for position, image in zip(positions, sharp.permute(0, 2, 3, 1).cpu().numpy(), strict=True):
+            blurry = np.asarray(self.synthesizer([image], np.random.default_rng([*entropy, position]))["input"])
             if blurry.shape != image.shape:
                 raise ValueError(f"synthesizer {self.name!r} made a {blurry.shape} image from a {image.shape} one")
             made.append(torch.from_numpy(np.ascontiguousarray(blurry, dtype=np.float32)))
@@ -70,7 +72,7 @@ class TransferredBlur(KnownBlur):
         return super().train(False)  # frozen: always in eval mode
 
     @torch.no_grad()
-    def forward(self, batch: Mapping[str, Any], entropy: Sequence[int]) -> Tensor:
+    def forward(self, batch: Mapping[str, Any], entropy: Sequence[int], positions: Sequence[int]) -> Tensor:
         return self.network.transfer(batch["sharp"], batch["known_sharp"], batch["known_blur"])
 
 
@@ -79,7 +81,7 @@ class KnownImages(KnownBlur):
 
     needs = ("known_blur",)
 
-    def forward(self, batch: Mapping[str, Any], entropy: Sequence[int]) -> Tensor:
+    def forward(self, batch: Mapping[str, Any], entropy: Sequence[int], positions: Sequence[int]) -> Tensor:
         return batch["known_blur"]
 
 

@@ -14,8 +14,9 @@ Per step, on a batch of unknown-domain blurry images ``x`` (and what the known-b
 Both Adams (official lr 2e-4, betas (0.5, 0.999)) keep their rate for the first ``decay_from`` of the steps, then
 decay it linearly to 0 (official: 100 epochs, then 200 of decay, stepped per epoch; here per step). The
 discriminator is not part of the stack: the loop saves it (``discriminator``) and both optimizers in every
-checkpoint. The gradient penalty's mixing weights and the synthesizer's random numbers come from the run seed,
-the step and the rank, so resumes are exact without more state. Under torchrun, gradients are averaged over the
+checkpoint. The gradient penalty's mixing weights and the synthesizer's random numbers come from the run seed, the
+step and each sample's position in the step's global batch, so resumes are exact without more state, and two
+processes at batch b draw what one process draws at batch 2b. Under torchrun, gradients are averaged over the
 ranks after each backward (``average_gradients``): DDP's reducer does not allow the penalty's double backward.
 """
 
@@ -163,14 +164,19 @@ class AdversarialTrainer(LoopOptions):
                         f"known_blur {self.known_blur.type!r} reads {', '.join(missing)}, which data.train does not "
                         f"give (the unpaired datasets give sharp always, known_blur/known_sharp with known pairs)"
                     )
-                entropy = (job.seed, loop.step, distributed.rank)
+                # sample i of this rank is sample i * world + rank of the step's global batch (the sampler deals
+                # round-robin), so its random numbers, drawn by global position, are those one process would draw
+                world, rank = distributed.world_size, distributed.rank
+                positions = [i * world + rank for i in range(batch["input"].shape[0])]
+                entropy = (job.seed, loop.step)
                 with torch.no_grad():
-                    real = downsample_pyramid(known_blur(batch, entropy), scales)
+                    real = downsample_pyramid(known_blur(batch, entropy, positions), scales)
                 fake = translator(batch["input"])
                 if len(fake) != scales:
                     raise TrainingError(f"the translator returns {len(fake)} scales, the discriminator judges {scales}")
                 for _ in range(self.discriminator_steps):
-                    terms_d = self._discriminator_terms(discriminator, real, [f.detach() for f in fake], entropy)
+                    detached = [f.detach() for f in fake]
+                    terms_d = self._discriminator_terms(discriminator, real, detached, entropy, positions, world)
                     self._step(optimizers["discriminator"], sum(terms_d.values()), discriminator_parameters, job)
                 discriminator.requires_grad_(False)
                 terms = {"gan": generator_loss(discriminator(fake), self.gan_mode)}
@@ -187,12 +193,18 @@ class AdversarialTrainer(LoopOptions):
                 loop.step_done({**logs, "lr": schedulers["generator"].get_last_lr()[0]})
 
     def _discriminator_terms(
-        self, discriminator: nn.Module, real: list[Tensor], fake: list[Tensor], entropy: tuple[int, ...]
+        self,
+        discriminator: nn.Module,
+        real: list[Tensor],
+        fake: list[Tensor],
+        entropy: tuple[int, ...],
+        positions: list[int],
+        world: int,
     ) -> dict[str, Tensor]:
         terms = {"gan": discriminator_loss(discriminator(real), discriminator(fake), self.gan_mode)}
-        if self.gp_weight:
-            alpha = torch.rand(real[-1].shape[0], 1, 1, 1, generator=torch.Generator().manual_seed(_mix(entropy)))
-            alpha = alpha.to(real[-1].device)
+        if self.gp_weight:  # the mixing weights of the step's global batch; this rank's at its positions
+            every = torch.rand(len(positions) * world, generator=torch.Generator().manual_seed(_mix(entropy)))
+            alpha = every[positions].view(-1, 1, 1, 1).to(real[-1].device)
             terms["gp"] = gradient_penalty(discriminator, real[-1], fake[-1], alpha, self.gp_weight)
         return terms
 
