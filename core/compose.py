@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, ValidationInfo
 
 from deblurstack.config import Config, config_from_dict, load_config
 from deblurstack.errors import ConfigError, DeblurstackError, did_you_mean, one_line
@@ -186,10 +186,12 @@ def resolve_node(
     keypath: str = "",
     manager: PluginManager | None = None,
     source: str = "<command line>",
+    check_paths: bool = True,
 ) -> ResolvedNode:
-    """Check one ``{type: ..., ...}`` node outside a configuration file (a synthesizer, say)."""
+    """Check one ``{type: ..., ...}`` node outside a configuration file (a synthesizer, say); ``check_paths=False``
+    leaves the files and folders it names unchecked."""
     resolver = _Resolver(config_from_dict({}, source=source), manager or get_plugin_manager())
-    resolved = resolver.node(kind, node, keypath or kind)
+    resolved = resolver.node(kind, node, keypath or kind, check_paths=check_paths)
     if resolver.problems or resolved is None:
         raise ConfigError(resolver.problems)
     return resolved
@@ -199,30 +201,47 @@ def resolve_node(
 _NESTED = "@"
 
 
-def nested_node(kind: str, node: Any, build: bool = False) -> ResolvedNode:
+def nested_node(
+    kind: str, node: Any, build: bool = False, options: Sequence[str] = (), check_paths: bool = True
+) -> ResolvedNode:
     """Check a node of ``kind`` that a factory parameter holds (a trainer's discriminator, a dataset's
-    synthesizer), and with ``build`` build it once, so that what only its factory checks is refused too.
+    synthesizer), and with ``build`` build it once on the meta device, so that what only its factory checks is
+    refused too (without allocating, or reading weights beyond their shapes).
 
+    The builder's reserved options (``checkpoint``, ``frozen``, ``aux``, ...) act only on the config's own nodes,
+    so a nested node may carry only those in ``options`` (which the holding factory applies: a loss's ``weight``).
     Problems raise a ``ValueError`` whose message locates each relative to that parameter (``norm: must be one
     of ...``), to which the config check adds the file and the parameter's key path."""
     if not isinstance(node, Mapping):
         raise ValueError(f"must be a {kind} node {{type: name, ...}}, got {node!r}")
     try:
-        resolved = resolve_node(kind, node, _NESTED, source=_NESTED)
-        if build:
-            resolved.build()
-        return resolved
+        resolved = resolve_node(kind, node, _NESTED, source=_NESTED, check_paths=check_paths)
     except ConfigError as error:
         raise ValueError("; ".join(_relative(problem) for problem in error.problems)) from None
+    ignored = [name for name in resolved.options if name not in options and name != "weight"]
+    ignored += ["weight"] if "weight" in node and "weight" not in options else []
+    if ignored:
+        raise ValueError(
+            f"{', '.join(ignored)}: not applied to a {kind} inside another component's parameters"
+            + (f" (only {', '.join(options)} is)" if options else "")
+        )
+    if build:
+        import torch
+
+        try:
+            with torch.device("meta"):
+                resolved.build()
+        except ConfigError as error:
+            raise ValueError("; ".join(_relative(problem) for problem in error.problems)) from None
+    return resolved
 
 
 def _relative(problem: str) -> str:
-    problem = problem.removeprefix(f"{_NESTED}: ")
-    return problem.removeprefix(f"{_NESTED}: ").replace(f"{_NESTED}.", "")
-
-
-def _explicit_node(kind: str) -> Callable[[Any], dict[str, Any]]:
-    return lambda node: nested_node(kind, as_node(node), build=True).to_dict()
+    """A problem of a node checked at :data:`_NESTED`, without that location: ``max_length: must be ...``."""
+    for prefix in (f"{_NESTED}: {_NESTED}: ", f"{_NESTED}: {_NESTED}.", f"{_NESTED}: "):
+        if problem.startswith(prefix):
+            return problem[len(prefix) :]
+    return problem
 
 
 def as_node(node: Mapping[str, Any] | str) -> dict[str, Any]:
@@ -230,11 +249,17 @@ def as_node(node: Mapping[str, Any] | str) -> dict[str, Any]:
     return {"type": node} if isinstance(node, str) else dict(node)
 
 
-def ComponentNode(kind: str) -> Any:  # noqa: N802 (reads as a type in signatures)
+def ComponentNode(kind: str, options: Sequence[str] = ()) -> Any:  # noqa: N802 (reads as a type in signatures)
     """The annotation of a factory parameter that is a node of another kind, or its type name alone, checked (and
-    built once) as such by the config check and replaced by its explicit form:
-    ``discriminator: ComponentNode("discriminator") = "patchgan"`` (the factory reads it through :func:`as_node`)."""
-    return Annotated[dict[str, Any] | str, AfterValidator(_explicit_node(kind))]
+    built once, on the meta device) as such by the config check and replaced by its explicit form:
+    ``discriminator: ComponentNode("discriminator") = "patchgan"`` (the factory reads it through :func:`as_node`).
+    ``options``: the reserved options the factory applies itself (``("weight",)`` for losses it weighs)."""
+
+    def explicit(node: Any, info: ValidationInfo) -> dict[str, Any]:
+        paths = (info.context or {}).get("paths", True)
+        return nested_node(kind, as_node(node), build=True, options=options, check_paths=paths).to_dict()
+
+    return Annotated[dict[str, Any] | str, AfterValidator(explicit)]
 
 
 def _as_config(
@@ -488,15 +513,15 @@ class _Resolver:
             for part in use.trains:
                 if part == "all":
                     continue
-                if part not in parts and not use.keypath.endswith(".split"):  # the trainer's own choice of part
+                if part not in parts and use.trains_keypath is None:  # the trainer's own choice of part
                     self.problem(f"stack.{part}", f"missing: trainer {resolved.trainer.type!r} trains it")
                 elif part not in parts:
                     self.problem(
-                        use.keypath.rsplit(".", 1)[0] + ".trains",
-                        f"{part!r} is no part of this stack (parts: all, {', '.join(parts)})",
+                        use.trains_keypath, f"{part!r} is no part of this stack (parts: all, {', '.join(parts)})"
                     )
                 elif parts[part].options.get("frozen"):
-                    self.problem(use.keypath.rsplit(".", 1)[0] + ".trains", f"{part!r} is frozen")
+                    where = use.trains_keypath or f"{parts[part].keypath}.frozen"
+                    self.problem(where, f"{part!r} is frozen, but trainer {resolved.trainer.type!r} trains it")
         return uses
 
     def built_trainer(self, resolved: ResolvedConfig) -> Any:

@@ -270,6 +270,8 @@ class TrainingSplit:
         trains: the parts trained on it (``backbone``, ``priors.0``, ``translator``); ``("all",)``: every part.
         stack_forward: the whole stack runs on it, so it must give what the priors read; ``False`` when the
             trainer runs only a part (an adversarial translator trainer never runs the priors and the backbone).
+        trains_keypath: where the config lists ``trains`` (``train.phases.0.trains``), for messages; unset when the
+            trainer chooses the parts itself (problems are then told at the parts, ``stack.translator``).
     """
 
     split: str
@@ -278,6 +280,7 @@ class TrainingSplit:
     prior_losses: bool = True
     trains: tuple[str, ...] = ("all",)
     stack_forward: bool = True
+    trains_keypath: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -295,6 +298,10 @@ class SynthesizerRecord(ComponentRecord):
 
     frames: int | str = 1
     provides: tuple[str, ...] = ()
+
+    def frame_count(self, params: Mapping[str, Any]) -> Any:
+        """The frames one pair is made from, for a node with these (checked) parameters."""
+        return params.get(self.frames) if isinstance(self.frames, str) else self.frames
 
     def problems(self) -> list[str]:
         return super().problems() + self._int_or_parameter("frames")

@@ -253,7 +253,20 @@ def test_a_killed_adversarial_run_resumes_bit_identical(tmp_path, installed):
     ("change", "key", "message"),
     [
         (lambda c: c["stack"].pop("translator"), "stack.translator", "trainer 'adversarial' trains it"),
-        (lambda c: c["stack"]["backbone"].pop("frozen"), "stack.backbone.frozen", "keeps the deblurrer frozen"),
+        (lambda c: c["stack"]["backbone"].pop("frozen"), "stack.backbone.frozen", "trains only the translator"),
+        (lambda c: c["stack"]["translator"].update(frozen=True), "stack.translator.frozen", "'translator' is frozen"),
+        (
+            lambda c: c["stack"]["translator"].update(
+                generator={"type": "unet.tiny", "checkpoint": c["stack"]["backbone"]["checkpoint"]}
+            ),
+            "stack.translator.generator",
+            "checkpoint: not applied to a backbone inside another component's parameters",
+        ),
+        (
+            lambda c: c["train"]["known_blur"].update(synthesizer={"type": "frame_average"}),
+            "train.known_blur",
+            "makes a pair from 7 frames, not from one sharp image at [synthesizer][synthesizer]",
+        ),
         (lambda c: c["train"]["discriminator"].update(scales=2), "train.discriminator.scales", "must match"),
         (
             lambda c: c["train"].update(known_blur={"type": "kernel_wizard"}),
@@ -348,3 +361,24 @@ def test_adversarial_training_on_two_processes_matches_one_process(tmp_path):
             if part == "discriminator" and key in before_norm:
                 continue
             assert torch.allclose(value, two[part][key], rtol=1e-4, atol=1e-5), f"{part}.{key}"
+
+
+def test_the_example_configs_are_refused_only_for_their_missing_data_and_weights(tmp_path, capsys):
+    """paper.yaml names real datasets and weight files, which this machine lacks; nothing else may be wrong with it
+    or its variants. small.yaml needs known.yaml's trained deblurrer, known.yaml checks as it is."""
+    examples = Path(__file__).resolve().parents[1] / "examples" / "blur2blur"
+    assert main(["config", "check", str(examples / "known.yaml")]) == 0
+    missing = ("no such file", "no such folder")
+    for variant in ("", "synthesizer", "known_images", "mimo_unet_plus", "restormer"):
+        capsys.readouterr()
+        args = ["config", "check", str(examples / "paper.yaml"), *(["--variant", variant] if variant else [])]
+        assert main(args) == 2
+        problems = capsys.readouterr().err.strip().splitlines()
+        assert problems and all(any(m in line for m in missing) for line in problems), problems
+    missing_deblurrer = f"vars.deblurrer={tmp_path / 'best.pth'}"  # known.yaml's run is not here
+    assert main(["config", "check", str(examples / "small.yaml"), missing_deblurrer]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"stack.backbone.checkpoint: no such file: {tmp_path / 'best.pth'}")
+    save_atomic(
+        build_stack({"stack": {"backbone": {"type": "unet.small"}}}).backbone.state_dict(), tmp_path / "best.pth"
+    )
+    assert main(["config", "check", str(examples / "small.yaml"), missing_deblurrer]) == 0

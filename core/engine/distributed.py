@@ -102,4 +102,21 @@ def average_gradients(parameters: Iterable[torch.Tensor], distributed: Distribut
         offset += grad.numel()
 
 
-__all__ = ["Distributed", "all_true", "average_gradients", "gather", "resolve_device", "setup", "teardown"]
+def broadcast_buffers(module: torch.nn.Module, distributed: Distributed) -> None:
+    """Give every rank rank 0's buffers (BatchNorm's running statistics), as DDP does before each forward: without
+    it, each rank's statistics follow its own samples, and validation (sharded) would score different models."""
+    if distributed.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+__all__ = [
+    "Distributed",
+    "all_true",
+    "average_gradients",
+    "broadcast_buffers",
+    "gather",
+    "resolve_device",
+    "setup",
+    "teardown",
+]

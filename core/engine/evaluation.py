@@ -114,7 +114,7 @@ def evaluate(
                 translated = predict(TranslatedView(stack), batch["input"], tile=tile, overlap=overlap).clamp(0, 1)
                 write_image(translated_to / f"{sample['name']}.png", translated[0].permute(1, 2, 0).cpu().numpy())
             if len(samples) < keep_samples:
-                translated = _translated(stack, batch["input"])
+                translated = _translated(stack, batch["input"], tile, overlap)
                 samples.append(Sample(sample["name"], sample["input"], output[0].cpu(), sample["target"], translated))
     finally:
         stack.train(was_training)
@@ -123,11 +123,11 @@ def evaluate(
     return Evaluation(sorted(every, key=lambda row: row["image"]), samples, problems)
 
 
-def _translated(stack: nn.Module, image: Tensor) -> Tensor | None:
-    """What the stack's translator makes of ``image`` (clamped), if the stack has one."""
+def _translated(stack: nn.Module, image: Tensor, tile: int | None, overlap: int) -> Tensor | None:
+    """What the stack's translator makes of ``image`` (clamped; in tiles like the output), if it has one."""
     if getattr(stack, "translator", None) is None:
         return None
-    return TranslatedView(stack)(image)[0].clamp(0, 1).cpu()
+    return predict(TranslatedView(stack), image, tile=tile, overlap=overlap)[0].clamp(0, 1).cpu()
 
 
 def write_report(

@@ -20,10 +20,12 @@ from typing import Annotated, Literal
 from pydantic import Field
 from torch import Tensor, nn
 
+from deblurstack import Discriminator
+
 __all__ = ["PatchGAN"]
 
 
-class PatchGAN(nn.Module):
+class PatchGAN(Discriminator):
     """PatchGAN discriminator: ``n_layers`` stride-2 4x4 convs, one stride-1 conv, then a 1-channel 4x4 conv.
 
     ``conv(in, ndf, s2) + LReLU(0.2)``, then for ``n = 1 .. n_layers - 1``
@@ -61,10 +63,6 @@ class PatchGAN(nn.Module):
         init: Literal["normal", "default"] = "normal",
     ) -> None:
         super().__init__()
-        if norm not in ("instance", "batch"):
-            raise ValueError(f"norm must be 'instance' or 'batch', got {norm!r}")
-        if init not in ("normal", "default"):
-            raise ValueError(f"init must be 'normal' or 'default', got {init!r}")
         self.scales = scales
         self.norm = norm
 

@@ -6,7 +6,8 @@ the translator to change those instead of the blur. Three generators, chosen by 
 
 - ``kernel_wizard``: the official one: a frozen KernelWizard encodes the blur of a known pair (``known_sharp``,
   ``known_blur``) and applies it to the unknown domain's sharp image (``sharp``), without gradients;
-- ``synthesizer``: any registered synthesizer (motion_blur, lens, lbs, ...) applied to ``sharp``: weight-free;
+- ``synthesizer``: any registered single-image synthesizer (motion_blur, defocus, lbs, ...) applied to ``sharp``:
+  weight-free;
 - ``known_images``: ``known_blur`` as it is, the baseline the paper argues against.
 
 A generator that draws random numbers draws them from the entropy the trainer gives it (run seed, step) and each
@@ -22,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from deblurstack import ExistingFile, load_weights
@@ -89,11 +90,19 @@ class _Choice(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _one_frame(node: dict[str, Any]) -> dict[str, Any]:
+    resolved = resolve_node("synthesizer", node)
+    if (count := resolved.record.frame_count(resolved.params)) != 1:
+        raise ValueError(f"synthesizer {resolved.type!r} makes a pair from {count} frames, not from one sharp image")
+    return node
+
+
 class Synthesizer(_Choice):
-    """``{type: synthesizer, synthesizer: {type: motion_blur, ...}}``: a registered single-image synthesizer."""
+    """``{type: synthesizer, synthesizer: {type: motion_blur, ...}}``: a registered synthesizer that makes a pair
+    from one sharp image."""
 
     type: Literal["synthesizer"]
-    synthesizer: ComponentNode("synthesizer") = {"type": "motion_blur"}
+    synthesizer: Annotated[ComponentNode("synthesizer"), AfterValidator(_one_frame)] = {"type": "motion_blur"}
 
     def build(self) -> KnownBlur:
         resolved = resolve_node("synthesizer", self.synthesizer, "train.known_blur.synthesizer")

@@ -30,11 +30,12 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from deblurstack import ExistingFile, TrainingError, TrainingSplit, load_weights
+from deblurstack import TrainingError, TrainingSplit, load_weights
 from deblurstack.compose import ComponentNode, ResolvedConfig, as_node, resolve_node
-from deblurstack.engine.distributed import average_gradients
+from deblurstack.engine.distributed import average_gradients, broadcast_buffers
 from deblurstack.engine.loop import LoopOptions, TrainingLoop
 from deblurstack.engine.training import TrainingJob
+from deblurstack.plugins.blur2blur.kernel_wizard import MULTIPLE as KERNEL_WIZARD_MULTIPLE
 from deblurstack.plugins.blur2blur.known_blur import KnownBlurNode, Synthesizer
 from deblurstack.plugins.blur2blur.losses import (
     discriminator_loss,
@@ -45,8 +46,6 @@ from deblurstack.plugins.blur2blur.losses import (
 
 Rate = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
-#: KernelWizard's kernel map is 1/128 of the crop (pitfall 4)
-KERNEL_WIZARD_MULTIPLE = 128
 
 
 @dataclass(kw_only=True)
@@ -64,8 +63,7 @@ class AdversarialTrainer(LoopOptions):
         gan_mode: ``hinge`` (official), ``vanilla`` (cross-entropy) or ``lsgan`` (least squares).
         gp_weight: weight of the gradient penalty (official 1e-4); 0 turns it off.
         discriminator: a discriminator node (``{type: patchgan, norm: instance}``); its ``scales`` must be the
-            translator's.
-        discriminator_checkpoint: weights to start the discriminator from (an official ``latest_net_D.pth``).
+            translator's; its ``checkpoint`` (an official ``latest_net_D.pth``) is loaded to start from.
         reconstruction: loss nodes between the translator's outputs and its input (each with its ``weight``).
         known_blur: how the real images are made: ``{type: synthesizer, synthesizer: {type: motion_blur}}``,
             ``{type: kernel_wizard, weights: GOPRO_woVAE.pth}`` or ``{type: known_images}``.
@@ -81,9 +79,10 @@ class AdversarialTrainer(LoopOptions):
     discriminator_steps: Annotated[int, Field(ge=1)] = 1
     gan_mode: Literal["hinge", "vanilla", "lsgan"] = "hinge"
     gp_weight: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 1e-4
-    discriminator: ComponentNode("discriminator") = "patchgan"
-    discriminator_checkpoint: ExistingFile | None = None
-    reconstruction: tuple[ComponentNode("loss"), ...] = ({"type": "vgg16_perceptual", "weight": 0.8},)
+    discriminator: ComponentNode("discriminator", options=("checkpoint",)) = "patchgan"
+    reconstruction: tuple[ComponentNode("loss", options=("weight",)), ...] = (
+        {"type": "vgg16_perceptual", "weight": 0.8},
+    )
     known_blur: KnownBlurNode = Synthesizer(type="synthesizer")
     grad_clip: Rate | None = None
 
@@ -98,12 +97,13 @@ class AdversarialTrainer(LoopOptions):
     def check_config(self, resolved: ResolvedConfig) -> list[tuple[str, str]]:
         """A translator to train, a frozen deblurrer, matching scales, crops KernelWizard can take."""
         problems = []
-        translator, backbone = resolved.translator, resolved.backbone
-        if translator is None:
-            pass  # the config check reports it: training_splits says the translator is trained
-        elif translator.options.get("frozen"):
-            problems.append(("stack.translator.frozen", "the adversarial trainer trains the translator: unfreeze it"))
-        elif "scales" in translator.params and translator.params["scales"] != self.discriminator.get("scales"):
+        translator = resolved.translator
+        # a missing or frozen translator: the config check reports it, since training_splits names it as trained
+        if (
+            translator is not None
+            and "scales" in translator.params
+            and translator.params["scales"] != self.discriminator.get("scales")
+        ):
             problems.append(
                 (
                     "train.discriminator.scales",
@@ -111,10 +111,15 @@ class AdversarialTrainer(LoopOptions):
                     f"{translator.params['scales']} scales (stack.translator.scales): they must match",
                 )
             )
-        if backbone is not None and not backbone.options.get("frozen"):
-            problems.append(
-                ("stack.backbone.frozen", "the adversarial trainer keeps the deblurrer frozen: set frozen: true")
-            )
+        for name, node in resolved.model_nodes():
+            if name != "translator" and not node.options.get("frozen"):
+                problems.append(
+                    (
+                        f"{node.keypath}.frozen",
+                        "the adversarial trainer trains only the translator; the deblurrer and its priors stay as "
+                        "their checkpoints have them: set frozen: true",
+                    )
+                )
         dataset = resolved.datasets.get("train")
         if self.known_blur.type == "kernel_wizard" and dataset is not None:
             size = dataset.params.get("patch_size")
@@ -138,12 +143,18 @@ class AdversarialTrainer(LoopOptions):
         generator_parameters = [p for p in translator.parameters() if p.requires_grad] if translator else []
         if not generator_parameters:
             raise TrainingError("the adversarial trainer trains the translator, and the stack has none to train")
-        discriminator = resolve_node("discriminator", self.discriminator, "train.discriminator").build().to(device)
-        if self.discriminator_checkpoint:
-            load_weights(discriminator, self.discriminator_checkpoint)
+        node = resolve_node("discriminator", self.discriminator, "train.discriminator")
+        discriminator = node.build().to(device)
+        if checkpoint := node.options.get("checkpoint"):
+            load_weights(discriminator, checkpoint["path"], key=checkpoint["key"], strict=checkpoint["strict"])
         discriminator_parameters = [p for p in discriminator.parameters() if p.requires_grad]
         known_blur = self.known_blur.build().to(device)
         reconstruction = [self._loss(node, device) for node in self.reconstruction]
+        names = [name for name, *_ in reconstruction]
+        reconstruction = [  # two losses of one type get the names loss, loss_1 (as the stack's losses)
+            (name if names[:i].count(name) == 0 else f"{name}_{names[:i].count(name)}", *rest)
+            for i, (name, *rest) in enumerate(reconstruction)
+        ]
         optimizers = {
             "generator": torch.optim.Adam(generator_parameters, lr=self.lr, betas=self.betas),
             "discriminator": torch.optim.Adam(
@@ -174,10 +185,12 @@ class AdversarialTrainer(LoopOptions):
                 fake = translator(batch["input"])
                 if len(fake) != scales:
                     raise TrainingError(f"the translator returns {len(fake)} scales, the discriminator judges {scales}")
-                for _ in range(self.discriminator_steps):
+                for k in range(self.discriminator_steps):
                     detached = [f.detach() for f in fake]
-                    terms_d = self._discriminator_terms(discriminator, real, detached, entropy, positions, world)
+                    mixing = (*entropy, k)  # each discriminator step mixes its own penalty samples
+                    terms_d = self._discriminator_terms(discriminator, real, detached, mixing, positions, world)
                     self._step(optimizers["discriminator"], sum(terms_d.values()), discriminator_parameters, job)
+                    broadcast_buffers(discriminator, distributed)
                 discriminator.requires_grad_(False)
                 terms = {"gan": generator_loss(discriminator(fake), self.gan_mode)}
                 for name, weight, multiscale, loss in reconstruction:
@@ -185,6 +198,7 @@ class AdversarialTrainer(LoopOptions):
                 total = sum(terms.values())
                 loop.check_finite(total, terms)
                 self._step(optimizers["generator"], total, generator_parameters, job)
+                broadcast_buffers(translator, distributed)
                 discriminator.requires_grad_(True)
                 for scheduler in schedulers.values():
                     scheduler.step()
@@ -208,7 +222,9 @@ class AdversarialTrainer(LoopOptions):
             terms["gp"] = gradient_penalty(discriminator, real[-1], fake[-1], alpha, self.gp_weight)
         return terms
 
-    def _step(self, optimizer: torch.optim.Optimizer, loss: Tensor, parameters: list[nn.Parameter], job: Any) -> None:
+    def _step(
+        self, optimizer: torch.optim.Optimizer, loss: Tensor, parameters: list[nn.Parameter], job: TrainingJob
+    ) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(parameters, job.distributed)

@@ -65,9 +65,9 @@ class UnpairedDomains(Dataset):
             raise ValueError(f"load_size {load_size} is smaller than patch_size {patch_size}")
         self.patch_size, self.load_size, self.known_load_size, self.flip = patch_size, load_size, known_load_size, flip
         blurry, sharp = range(len(self.blurry_names)), range(len(self.sharp_names))
-        if split is not None:
+        if split is not None:  # one cut each (official: the first int(0.6 |A|) and the last int(0.4 |B|))
             blurry = blurry[: int(split * len(blurry))]
-            sharp = sharp[len(sharp) - int((1 - split) * len(sharp)) :]
+            sharp = sharp[int(split * len(sharp)) :]
         self.blurry_positions, self.sharp_positions = list(blurry), list(sharp)
         for role, positions in (("blurry", self.blurry_positions), ("sharp", self.sharp_positions)):
             if not positions:

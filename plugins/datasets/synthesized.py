@@ -31,8 +31,7 @@ def _sharp_source(value: str, info: ValidationInfo) -> str:
 
 def _one_frame(resolved: Any) -> Any:
     """A synthesizer node that makes a pair from one image (the dataset has one sharp photo per pair)."""
-    frames = resolved.record.frames
-    count = resolved.params.get(frames) if isinstance(frames, str) else frames
+    count = resolved.record.frame_count(resolved.params)
     if count != 1:
         raise ValueError(
             f"synthesizer {resolved.type!r} takes {count} frames; the synthesized dataset makes each pair from "

@@ -106,7 +106,14 @@ class PhasedTrainer(LoopOptions):
 
     def training_splits(self) -> list[TrainingSplit]:
         return [
-            TrainingSplit(p.split, f"train.phases.{i}.split", p.stack_losses, p.prior_losses, p.trains)
+            TrainingSplit(
+                p.split,
+                f"train.phases.{i}.split",
+                p.stack_losses,
+                p.prior_losses,
+                p.trains,
+                trains_keypath=f"train.phases.{i}.trains",
+            )
             for i, p in enumerate(self.phases)
         ]
 
