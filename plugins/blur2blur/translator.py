@@ -29,8 +29,8 @@ class Blur2Blur(Translator):
             3 channels to 3.
         scales: images returned, each half the size of the next (the discriminator judges them all; official 3).
             A multi-scale generator must return exactly this many.
-        init: ``normal``: the official initialisation, convolution weights N(0, ``init_gain``) and zero biases;
-            ``default``: the generator's own.
+        init: ``normal``: the official initialisation, convolution and linear weights N(0, ``init_gain``), batch
+            norm weights N(1, ``init_gain``), zero biases; ``default``: the generator's own.
         init_gain: standard deviation of the ``normal`` initialisation.
     """
 
@@ -44,16 +44,15 @@ class Blur2Blur(Translator):
         super().__init__()
         self.generator = resolve_node("backbone", as_node(generator), "generator").build()
         self.scales = scales
-        if init == "normal":
+        if init == "normal":  # the official init_weights: convolutions and linear layers, then batch norms
             for module in self.generator.modules():
-                if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
                     nn.init.normal_(module.weight, 0.0, init_gain)
                     if module.bias is not None:
                         nn.init.zeros_(module.bias)
-
-    @property
-    def pad_multiple(self) -> int:
-        return getattr(self.generator, "pad_multiple", 1)
+                elif isinstance(module, nn.BatchNorm2d):
+                    nn.init.normal_(module.weight, 1.0, init_gain)
+                    nn.init.zeros_(module.bias)
 
     def forward(self, image: Tensor) -> list[Tensor]:
         result = self.generator(image)
