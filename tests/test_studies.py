@@ -213,6 +213,66 @@ def test_an_ablation_resumes_skipping_finished_trials_and_marks_failures(tmp_pat
     assert "ablations of different configs: other-ablation (config" in capsys.readouterr().err
 
 
+def test_trials_in_parallel_subprocesses_give_the_sequential_results_under_one_progress_bar(
+    tmp_path, study_data, capsys
+):
+    config = study_config(tmp_path / "toy.yaml", study_data)
+    sequential, parallel = tmp_path / "sequential", tmp_path / "parallel"
+    assert main(["ablation", str(config), "--runs-dir", str(sequential), "--no-report"]) == 0
+    out, err = capsys.readouterr()
+    assert "trained 2, skipped 0 (finished before), failed 0; scored 4, reused 0" in out
+    assert "l1 seed 3: training" in err and "charbonnier seed 3: scoring strong" in err  # the ablation's bar
+    assert re.search(r"ablation: 100%.*\| 2/2 \[[\d:]+<[\d:]+", err)  # trials done / total, elapsed < ETA
+    assert re.search(r"\n\rtoy-charbonnier-s3: .*?\x1b\[A", err)  # each run's own bar, one line below (then cursor up)
+    command = [
+        "ablation",
+        str(config),
+        "--runs-dir",
+        str(parallel),
+        "--no-report",
+        "--jobs",
+        "2",
+        "--devices",
+        "cpu,cpu",
+    ]
+    assert main(command) == 0
+    out, err = capsys.readouterr()
+    assert "trained 2, skipped 0 (finished before), failed 0; scored 4, reused 0" in out
+    assert "ablation: training l1, seed 3 on cpu" in err and "ablation: training charbonnier, seed 3 on cpu" in err
+    folder = parallel / "toy-ablation"
+    for name in ("results.csv", "per_image.csv", "table.md", "table.tex"):  # the same numbers: deterministic on CPU
+        assert (folder / name).read_text() == (sequential / "toy-ablation" / name).read_text(), name
+    runs = [f"toy-{variant}-s3" for variant in ("l1", "charbonnier")]
+    assert sorted(p.name for p in (folder / "jobs").iterdir()) == sorted(
+        f"{run}.{what}" for run in runs for what in ("yaml", "train.log", "test.log", "strong.log")
+    )
+    assert "run folder: " in (folder / "jobs" / "toy-l1-s3.train.log").read_text()
+    assert (
+        json.loads((folder / "runs.json").read_text()).keys()
+        == json.loads((sequential / "toy-ablation" / "runs.json").read_text()).keys()
+    )  # the same trial keys: the written configs resolve to the same explicit configs
+
+    # --plan writes the trials' configs (plain train configs, e.g. for torchrun) and prints their commands; the
+    # ablation then takes runs trained from them (as it takes the runs of the subprocesses here) without training
+    assert main(["ablation", str(config), "--runs-dir", str(parallel), "--plan"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"deblurstack train {folder / 'jobs' / run}.yaml --runs-dir {parallel}" for run in runs
+    ]
+    (folder / "runs.json").unlink()
+    assert main(["ablation", str(config), "--runs-dir", str(parallel), "--no-report", "--variants", "l1"]) == 0
+    assert "trained 1 (1 resumed), skipped 0 (finished before), failed 0; scored 0, reused 2" in capsys.readouterr().out
+
+    # a subprocess that fails: its last line is the reason
+    from deblurstack.config import load_config
+    from deblurstack.engine.studies import JobFailed, _Subprocesses
+
+    trial_config = load_config(folder / "jobs" / "toy-l1-s3.yaml")
+    with pytest.raises(
+        JobFailed, match=r"deblurstack: error: .*missing\.pth.*\(exit status 2; .*toy-l1-s3\.test\.log\)"
+    ):
+        _Subprocesses(folder / "jobs").test(trial_config, str(tmp_path / "missing.pth"), "test", tmp_path / "o", "cpu")
+
+
 def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
+import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -191,6 +192,8 @@ def ablation(
     splits: Sequence[str] | None = None,
     runs_dir: str | Path = "runs",
     device: str = "auto",
+    jobs: int | None = None,
+    devices: Sequence[str] | None = None,
     report: bool = True,
 ) -> AblationResult:
     """Train every variant of a config (or ``variants``) under every seed and score each on every test split;
@@ -199,6 +202,8 @@ def ablation(
 
     ``seeds``: a count N (the config's ``seed`` and the N - 1 after it) or a list; ``splits``: the test splits.
     Either defaults to the file's ``ablation:`` section (``seeds:``, ``splits:``), else one seed and ``test``.
+    ``jobs`` > 1 runs that many trials at once, each in its own ``deblurstack train``/``test`` subprocesses on one of
+    ``devices`` (default: every CUDA device); see :func:`~deblurstack.engine.studies.run_ablation`.
     """
     from deblurstack.engine.studies import run_ablation
 
@@ -210,6 +215,8 @@ def ablation(
         splits=splits,
         runs_dir=runs_dir,
         device=device,
+        jobs=jobs,
+        devices=devices,
         report=report,
     )
 
@@ -232,8 +239,38 @@ def ablation_command(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("--no-report", action="store_true", help="write results and tables only, no HTML report")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        help="trials at a time, each in its own train/test subprocesses on one of --devices "
+        "(default: the number of --devices, else 1: one after the other in this process)",
+    )
+    parser.add_argument(
+        "--devices",
+        help="comma-separated devices for --jobs, one a trial, shared in turn when fewer "
+        "(default: every CUDA device, else --device), e.g. cuda:0,cuda:1",
+    )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="write every trial's config to <runs-dir>/<name>-ablation/jobs/ and print its train command "
+        "(for torchrun or a scheduler), training nothing; the ablation run afterwards scores the finished runs",
+    )
 
     def handle(args: argparse.Namespace) -> None:
+        if args.plan:
+            from deblurstack.engine.studies import plan_trials
+
+            for file in plan_trials(
+                args.file,
+                args.overrides,
+                variants=_comma_list(args.variants),
+                seeds=_seeds(args.seeds),
+                splits=_comma_list(args.splits),
+                runs_dir=args.runs_dir,
+            ):
+                print(shlex.join(["deblurstack", "train", str(file), "--runs-dir", args.runs_dir]))
+            return
         done = ablation(
             args.file,
             args.overrides,
@@ -242,6 +279,8 @@ def ablation_command(parser: argparse.ArgumentParser) -> Handler:
             splits=_comma_list(args.splits),
             runs_dir=args.runs_dir,
             device=args.device,
+            jobs=args.jobs,
+            devices=_comma_list(args.devices),
             report=not args.no_report,
         )
         print(done.summary())

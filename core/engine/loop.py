@@ -134,8 +134,11 @@ class TrainingLoop:
         if self.options.tensorboard and job.distributed.is_main:
             self.board = _tensorboard(run.directory / "tensorboard")
         job.emit("deblurstack_run_start", run=job.state(self.stack, self.step))
+        # tqdm takes the lowest free position: 0 for a plain run, the line below an ablation's bar in a study;
+        # leave=None keeps the finished bar at position 0 only, so a study's bar does not move
         self.progress = tqdm(
             total=self.options.iterations,
+            leave=None,
             initial=self.step,
             desc=run.directory.name,
             disable=not job.distributed.is_main,

@@ -13,6 +13,11 @@ and scores each trained model on every test split. A trial is keyed by a hash of
         per_image.csv      variant, seed, split, image, metric, value
         table.md, table.tex   rows: variants (the blurry input first); column groups: test splits; mean ± std
         report.html, report/*.png    (:mod:`deblurstack.engine.report`)
+        jobs/              with ``jobs`` > 1: each trial's config (<run>.yaml) and its processes' output (<run>.*.log)
+
+Progress: one bar over the trials (done / total, each running trial's phase, the ETA) above the trials' own
+training bars. ``jobs`` > 1 runs trials in parallel, each in its own ``deblurstack train``/``test`` subprocesses on
+one device; the results are collected in the same order, so the files equal those of the sequential default.
 
 Nothing here imports torch at load time: tables and intervals are plain numbers (numpy).
 """
@@ -24,15 +29,21 @@ import hashlib
 import io
 import json
 import math
+import os
+import queue
 import re
+import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from deblurstack.data import write_bytes_atomic
 from deblurstack.errors import ConfigError
@@ -498,14 +509,137 @@ def run_ablation(
     splits: Sequence[str] | None = None,
     runs_dir: str | Path = "runs",
     device: str = "auto",
+    jobs: int | None = None,
+    devices: Sequence[str] | None = None,
     report: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> AblationResult:
-    """Train every (variant, seed) not finished before, score it on every split, write results, tables, report."""
+    """Train every (variant, seed) not finished before, score it on every split, write results, tables, report.
+
+    By default the trials run one after the other in this process, on ``device``. ``jobs`` > 1 runs that many at
+    once, each trial's training and scorings as ``python -m deblurstack train|test`` subprocesses on one of
+    ``devices`` (default: every CUDA device, else ``device``; fewer devices than jobs are shared in turn), their
+    configs and output in ``<folder>/jobs/``. ``jobs`` defaults to the number of ``devices`` given, else 1. Either
+    way the results are collected in the plan's order, so the files are the same.
+    """
+    from deblurstack.engine.distributed import resolve_device
+
+    jobs = jobs if jobs is not None else len(devices) if devices else 1
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: expected at least 1 trial at a time")
+    slots = _devices(devices, device)
+    for slot in slots:
+        resolve_device(slot)  # a bad name is refused before anything trains
+    title, folder, names, seed_list, split_list, plan = _plan(config, overrides, variants, seeds, splits, runs_dir)
+    manifest_path = folder / "runs.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    metrics = plan[0][2].build_metrics()
+    from deblurstack.engine.evaluation import protocols
+
+    texts = protocols(metrics)
+    result = AblationResult(folder, Study(title, names, seed_list, split_list, {}, source=str(config), folder=folder))
+    study = result.study
+    study.split_data = {s: plan[0][2].data["data"][s] for s in split_list}
+    progress = _Progress(len(plan))
+    log = log or progress.write
+    runner: _InProcess | _Subprocesses = _InProcess() if jobs == 1 else _Subprocesses(folder / "jobs")
+    lock = threading.Lock()
+
+    def run_trial(item: tuple[Trial, Any, Any, list[str]], on: str) -> tuple[str, dict[str, Any]]:
+        """Train one trial and score it on every split (in a worker thread when ``jobs`` > 1)."""
+        trial, trial_config, resolved, scoring_only = item
+        trained = _train_trial(
+            trial, trial_config, manifest.get(trial.key), Path(runs_dir), scoring_only, on, runner, progress, log
+        )
+        with lock:
+            manifest[trial.key] = asdict(trial) | {"failed_splits": {}}
+            write_bytes_atomic(manifest_path, (json.dumps(manifest, indent=1) + "\n").encode())
+        scores = {}
+        if trial.status == "done":
+            for split in split_list:
+                out = (
+                    folder
+                    / "scores"
+                    / f"{trial.variant}-s{trial.seed}"
+                    / f"{split}-{_score_key(trial, resolved, split)}"
+                )
+                scores[split] = _score(trial, trial_config, split, out, on, runner, progress, log)
+        progress.done(trial)
+        return trained, scores
+
+    try:
+        if jobs == 1:
+            outcomes = [run_trial(item, slots[0]) for item in plan]
+        else:
+            free: queue.SimpleQueue[str] = queue.SimpleQueue()
+            for index in range(jobs):
+                free.put(slots[index % len(slots)])
+
+            def on_free_device(item: tuple[Trial, Any, Any, list[str]]) -> tuple[str, dict[str, Any]]:
+                on = free.get()
+                try:
+                    return run_trial(item, on)
+                finally:
+                    free.put(on)
+
+            pool = ThreadPoolExecutor(jobs)
+            try:
+                outcomes = list(pool.map(on_free_device, plan))
+            finally:
+                pool.shutdown(cancel_futures=True)  # interrupted (Ctrl-C): start no further trial
+    finally:
+        progress.close()
+
+    # collect in the plan's order, whatever order the trials finished in
+    input_scored: set[str] = set()
+    for (trial, *_), (trained, scores) in zip(plan, outcomes, strict=True):
+        study.trials.append(trial)
+        result.trained += trained in ("trained", "resumed")
+        result.resumed += trained == "resumed"
+        result.skipped += trained == "skipped"
+        result.failed += trained == "failed"
+        for split, (rows, scored) in scores.items():
+            result.scored += scored == "scored"
+            result.reused += scored == "reused"
+            if rows is not None:
+                _add_rows(study, trial.variant, trial.seed, split, rows, with_input=split not in input_scored)
+                input_scored.add(split)
+    columns = list(dict.fromkeys(s.metric for s in study.scores))
+    study.metrics = {column: _metric_info(column, metrics, texts) for column in columns}
+    finish(study, folder, report=report)
+    result.report = folder / "report.html" if report else None
+    return result
+
+
+def plan_trials(
+    config: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    variants: Sequence[str] | None = None,
+    seeds: int | Sequence[int] | None = None,
+    splits: Sequence[str] | None = None,
+    runs_dir: str | Path = "runs",
+) -> list[Path]:
+    """Write every trial's config to ``<folder>/jobs/<run>.yaml`` and return the files; nothing trains. Each is a
+    plain ``deblurstack train`` config (to run under torchrun or a cluster's scheduler): the same ablation command
+    afterwards finds the finished runs (same name and explicit config) and only scores them."""
+    _, folder, _, _, _, plan = _plan(config, overrides, variants, seeds, splits, runs_dir)
+    return [_Subprocesses(folder / "jobs").config_file(trial_config) for _, trial_config, _, _ in plan]
+
+
+def _plan(
+    config: str | Path,
+    overrides: Sequence[str],
+    variants: Sequence[str] | None,
+    seeds: int | Sequence[int] | None,
+    splits: Sequence[str] | None,
+    runs_dir: str | Path,
+) -> tuple[str, Path, list[str], list[int], list[str], list[tuple[Trial, Any, Any, list[str]]]]:
+    """The study's title, folder, variants, seeds and splits, and its trials: (trial, config, resolved config,
+    splits only scored on), every trial's config resolved (and so checked) before anything trains."""
     from deblurstack.compose import resolve_config
     from deblurstack.config import load_config
 
-    log = log or (lambda line: print(line, file=sys.stderr))
     base = load_config(config, overrides)
     names = list(variants or base.variants)
     if not names:
@@ -522,8 +656,6 @@ def run_ablation(
             )
     title = str(base.data.get("name") or Path(config).stem)
     folder = Path(runs_dir) / f"{title}-ablation"
-
-    # plan: every trial's config resolved (and so checked) before anything trains
     plan = []
     for name in names:
         for seed in seed_list:
@@ -534,44 +666,7 @@ def run_ablation(
             plan.append(
                 (Trial(name, seed, config_key(resolved.data, scoring_only)), trial_config, resolved, scoring_only)
             )
-    manifest_path = folder / "runs.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    metrics = plan[0][2].build_metrics()
-    from deblurstack.engine.evaluation import protocols
-
-    texts = protocols(metrics)
-    result = AblationResult(folder, Study(title, names, seed_list, split_list, {}, source=str(config), folder=folder))
-    study = result.study
-    study.split_data = {s: plan[0][2].data["data"][s] for s in split_list}
-    input_scored: set[str] = set()
-    for trial, trial_config, resolved, scoring_only in plan:
-        _train_trial(trial, trial_config, manifest.get(trial.key), Path(runs_dir), scoring_only, device, result, log)
-        manifest[trial.key] = asdict(trial) | {"failed_splits": {}}
-        write_bytes_atomic(manifest_path, (json.dumps(manifest, indent=1) + "\n").encode())
-        study.trials.append(trial)
-        if trial.status != "done":
-            continue
-        for split in split_list:
-            weights = Path(trial.weights).stat()  # retrained weights are scored again
-            score_key = hashlib.sha256(
-                json.dumps(
-                    [trial.key, trial.weights, weights.st_size, weights.st_mtime_ns, split]
-                    + [resolved.data["data"][split], resolved.data.get("metrics")],
-                    sort_keys=True,
-                    default=str,
-                ).encode()
-            ).hexdigest()[:12]
-            out = folder / "scores" / f"{trial.variant}-s{trial.seed}" / f"{split}-{score_key}"
-            rows = _score(trial, trial_config, split, out, device, result, log)
-            if rows is None:
-                continue
-            _add_rows(study, trial.variant, trial.seed, split, rows, with_input=split not in input_scored)
-            input_scored.add(split)
-    columns = list(dict.fromkeys(s.metric for s in study.scores))
-    study.metrics = {column: _metric_info(column, metrics, texts) for column in columns}
-    finish(study, folder, report=report)
-    result.report = folder / "report.html" if report else None
-    return result
+    return title, folder, names, seed_list, split_list, plan
 
 
 def finish(study: Study, folder: Path, report: bool = True) -> None:
@@ -585,6 +680,112 @@ def finish(study: Study, folder: Path, report: bool = True) -> None:
         write_report(study, folder)
 
 
+# ---------------------------------------------------------------------- progress and parallel trials
+
+
+class _Progress:
+    """The ablation's bar at position 0: trials done / total, what each running trial does, the ETA. A trial's
+    training bar (:class:`~deblurstack.engine.loop.TrainingLoop`'s) takes tqdm's next free position, below it."""
+
+    def __init__(self, total: int) -> None:
+        self.bar = tqdm(total=total, desc="ablation", unit="trial", position=0, dynamic_ncols=True)
+        self.doing: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def phase(self, trial: Trial, what: str) -> None:
+        """Show that ``trial`` is now ``what`` (training, scoring a split)."""
+        with self.lock:
+            self.doing[f"{trial.variant} seed {trial.seed}"] = what
+            self.bar.set_postfix_str("; ".join(f"{name}: {now}" for name, now in self.doing.items()))
+
+    def done(self, trial: Trial) -> None:
+        """Count ``trial`` as done (trained or skipped, and scored)."""
+        with self.lock:
+            self.doing.pop(f"{trial.variant} seed {trial.seed}", None)
+            self.bar.set_postfix_str("; ".join(f"{name}: {now}" for name, now in self.doing.items()), refresh=False)
+            self.bar.update(1)
+
+    def write(self, line: str) -> None:
+        """A log line above the bars (tqdm clears and redraws them)."""
+        self.bar.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _InProcess:
+    """Trains and scores in this process: the sequential path."""
+
+    def train(self, config: Any, runs_dir: Path, device: str, resume: Path | None) -> Path:
+        from deblurstack.engine.commands import train
+
+        return train(config, runs_dir=runs_dir, device=device, resume=str(resume) if resume else None)
+
+    def test(self, config: Any, weights: str, split: str, out: Path, device: str) -> None:
+        from deblurstack.engine.commands import test
+
+        test(config, checkpoint=weights, split=split, out=out, device=device)
+
+
+class JobFailed(RuntimeError):
+    """A trial's ``deblurstack train`` or ``test`` subprocess exited with an error (the message: its last line)."""
+
+
+@dataclass
+class _Subprocesses:
+    """Trains and scores a trial as ``python -m deblurstack train|test`` subprocesses on one device each: the trial's
+    config written to ``folder/<run>.yaml``, each process's output to ``folder/<run>.<train|split>.log``."""
+
+    folder: Path
+
+    def train(self, config: Any, runs_dir: Path, device: str, resume: Path | None) -> Path:
+        options = ["--runs-dir", str(runs_dir), *(["--resume", str(resume)] if resume else [])]
+        output = self._run(config, "train", ["train", str(self.config_file(config)), *options], device)
+        return Path(re.findall(r"^run folder: (.+)$", output, re.MULTILINE)[-1])
+
+    def test(self, config: Any, weights: str, split: str, out: Path, device: str) -> None:
+        options = ["--checkpoint", weights, "--split", split, "--out", str(out)]
+        self._run(config, split, ["test", str(self.config_file(config)), *options], device)
+
+    def config_file(self, config: Any) -> Path:
+        """Write the trial's config (the variant and seed applied, the run's name) as a plain train config."""
+        path = self.folder / f"{config.data['name']}.yaml"
+        write_bytes_atomic(path, yaml.safe_dump(config.data, sort_keys=False).encode())
+        return path
+
+    def _run(self, config: Any, what: str, arguments: list[str], device: str) -> str:
+        """Run the command on ``device``: ``cuda:K`` is made the only visible GPU (``CUDA_VISIBLE_DEVICES``)."""
+        environment = dict(os.environ)
+        kind, _, index = device.partition(":")
+        if kind == "cuda" and index:
+            visible = environment.get("CUDA_VISIBLE_DEVICES")
+            environment["CUDA_VISIBLE_DEVICES"] = visible.split(",")[int(index)] if visible else index
+            device = "cuda"
+        log = self.folder / f"{config.data['name']}.{what}.log"
+        command = [sys.executable, "-m", "deblurstack", *arguments, "--device", device]
+        with open(log, "w") as file:
+            process = subprocess.run(
+                command, stdin=subprocess.DEVNULL, stdout=file, stderr=subprocess.STDOUT, env=environment
+            )
+        output = log.read_text(errors="replace")
+        if process.returncode:
+            lines = [line.strip() for line in output.replace("\r", "\n").splitlines() if line.strip()]
+            raise JobFailed(f"{lines[-1] if lines else 'no output'} (exit status {process.returncode}; {log})")
+        return output
+
+
+def _devices(devices: Sequence[str] | None, device: str) -> list[str]:
+    """The devices trials run on: those given, else every CUDA device (``device`` auto or cuda), else ``device``."""
+    if devices:
+        return [d.strip() for d in devices]
+    if device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    return ["cpu" if device == "auto" else device]
+
+
 def _train_trial(
     trial: Trial,
     config: Any,
@@ -592,58 +793,81 @@ def _train_trial(
     runs_dir: Path,
     scoring_only: Sequence[str],
     device: str,
-    result: AblationResult,
+    runner: _InProcess | _Subprocesses,
+    progress: _Progress,
     log: Callable[[str], None],
-) -> None:
+) -> str:
+    """Train the trial unless it finished before; sets its run, weights and status. Returns skipped, trained,
+    resumed or failed."""
     from deblurstack.engine.checkpoints import Checkpoints
-    from deblurstack.engine.commands import train
 
     if finished and finished.get("status") == "done" and Path(finished.get("weights", "")).is_file():
         trial.run, trial.weights, trial.status = finished["run"], finished["weights"], "done"
-        result.skipped += 1
-        return
+        return "skipped"
     name = config.data["name"]
     resume = _unfinished_run(runs_dir, name, trial.key, scoring_only)
-    log(f"ablation: training {trial.variant}, seed {trial.seed}" + (f" (resuming {resume})" if resume else ""))
+    progress.phase(trial, "training")
+    log(
+        f"ablation: training {trial.variant}, seed {trial.seed} on {device}"
+        + (f" (resuming {resume})" if resume else "")
+    )
     try:
-        run = train(config, runs_dir=runs_dir, device=device, resume=str(resume) if resume else None)
+        run = runner.train(config, runs_dir, device, resume)
     except Exception as error:  # one trial's failure is reported in its rows; the others go on
         trial.status, trial.reason = "failed", _reason(error)
-        result.failed += 1
         log(f"ablation: {trial.variant}, seed {trial.seed} failed: {trial.reason}")
-        return
+        return "failed"
     best = run / "checkpoints" / "best.pth"
     weights = best if best.exists() else Checkpoints(run / "checkpoints").latest()
     if weights is None:
         trial.status, trial.reason = "failed", f"training saved no checkpoint in {run / 'checkpoints'}"
-        result.failed += 1
-        return
+        return "failed"
     trial.run, trial.weights, trial.status = str(Path(run).resolve()), str(Path(weights).resolve()), "done"
-    result.trained += 1
-    result.resumed += resume is not None
+    return "trained" if resume is None else "resumed"
+
+
+def _score_key(trial: Trial, resolved: Any, split: str) -> str:
+    """A scoring's key: the trial, its weights file (retrained weights are scored again), the split and metrics."""
+    weights = Path(trial.weights).stat()
+    return hashlib.sha256(
+        json.dumps(
+            [trial.key, trial.weights, weights.st_size, weights.st_mtime_ns, split]
+            + [resolved.data["data"][split], resolved.data.get("metrics")],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:12]
 
 
 def _score(
-    trial: Trial, config: Any, split: str, out: Path, device: str, result: AblationResult, log: Callable[[str], None]
-) -> list[dict[str, str]] | None:
-    from deblurstack.engine.commands import test
-
+    trial: Trial,
+    config: Any,
+    split: str,
+    out: Path,
+    device: str,
+    runner: _InProcess | _Subprocesses,
+    progress: _Progress,
+    log: Callable[[str], None],
+) -> tuple[list[dict[str, str]] | None, str]:
+    """The trial's per-image scores on a split (None when scoring failed) and whether they were scored, reused
+    or failed."""
     if (out / "summary.md").is_file() and (out / "per_image.csv").is_file():
-        result.reused += 1
+        outcome = "reused"
     else:
         if out.exists():  # a scoring killed before its summary: start it again
             import shutil
 
             shutil.rmtree(out)
+        progress.phase(trial, f"scoring {split}")
         try:
-            test(config, checkpoint=trial.weights, split=split, out=out, device=device)
+            runner.test(config, trial.weights, split, out, device)
         except Exception as error:
             trial.failed_splits[split] = _reason(error)
             log(f"ablation: scoring {trial.variant}, seed {trial.seed} on {split} failed: {trial.failed_splits[split]}")
-            return None
-        result.scored += 1
+            return None, "failed"
+        outcome = "scored"
     with open(out / "per_image.csv", newline="") as file:
-        return list(csv.DictReader(file))
+        return list(csv.DictReader(file)), outcome
 
 
 def _add_rows(study: Study, variant: str, seed: int, split: str, rows: list[dict[str, str]], with_input: bool) -> None:
@@ -763,6 +987,8 @@ def _tex(text: str) -> str:
 
 
 def _reason(error: BaseException) -> str:
+    if isinstance(error, JobFailed):
+        return str(error)
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else 'no message'}"
 
@@ -808,6 +1034,7 @@ __all__ = [
     "Cell",
     "Comparison",
     "ImageScore",
+    "JobFailed",
     "MetricInfo",
     "Score",
     "Study",
@@ -823,6 +1050,7 @@ __all__ = [
     "load_study",
     "markdown_table",
     "paired_differences",
+    "plan_trials",
     "run_ablation",
     "summarize",
 ]
