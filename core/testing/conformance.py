@@ -230,7 +230,7 @@ def check_loss(name: str, params: Mapping[str, Any] | None = None, aux: Mapping[
     """A finite scalar, lower for a perfect prediction than for a noisy one, finite gradients, deterministic."""
     record, build = _builder("loss", name, params)
     loss = build()
-    target = _images([(72, 68)])[0]  # a VGG perceptual loss pools its 1/4 scale 16x more: 17 x 18 -> 1 x 1
+    target = _images([(73, 69)])[0]  # odd sides; a VGG perceptual loss pools its 1/4 scale 16x more: 18 x 17 -> 1 x 1
     noisy = (target + 0.1 * torch.randn(target.shape, generator=torch.Generator().manual_seed(5))).clamp(0, 1)
     inputs = _aux_inputs(record.requires, target, aux)
 
