@@ -739,7 +739,8 @@ class Option:
 
 MODELS = ("backbone", "prior", "translator")
 OPTIONS = {
-    "checkpoint": Option(MODELS, _checkpoint),  # weights loaded into the module: path or {path, key, strict}
+    # weights loaded into the module: path or {path, key, strict} (a discriminator's: by the trainer owning it)
+    "checkpoint": Option((*MODELS, "discriminator"), _checkpoint),
     "frozen": Option(MODELS, _true_or_false),  # no gradients (needs weights)
     "tlc": Option(("backbone",), _train_size),  # test-time local converter: {train_size: N}
     "weight": Option(("loss",), _finite_number),  # the loss term's factor

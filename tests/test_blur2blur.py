@@ -224,6 +224,20 @@ def test_adversarial_training_leaves_the_deblurrer_bit_identical_and_checkpoints
     assert grid.shape[1] == 4 * 64 + 3 * 4  # input | translated | deblurred | target
 
 
+def test_an_official_discriminator_file_is_where_training_starts(tmp_path):
+    from deblurstack.plugins.blur2blur.discriminator import PatchGAN
+
+    torch.manual_seed(5)
+    official = PatchGAN(ndf=8).state_dict()
+    save_atomic({f"module.{k}": v for k, v in official.items()}, tmp_path / "latest_net_D.pth")  # a DataParallel save
+    node = {"type": "patchgan", "ndf": 8, "checkpoint": str(tmp_path / "latest_net_D.pth")}
+    config = write(tmp_path / "b2b.yaml", b2b_config(tmp_path, iterations=1, val_every=0, discriminator=node))
+    assert main(["train", str(config), "--runs-dir", str(tmp_path / "runs")]) == 0
+    trained = load_training_state(tmp_path / "runs" / "b2b" / "checkpoints" / "step_00000001.pth")["discriminator"]
+    # one Adam step of lr 2e-4 from the file's weights (a fresh initialisation would be ~0.02 away)
+    assert max((trained[k] - v).abs().max().item() for k, v in official.items()) <= 2.5e-4
+
+
 def test_a_killed_adversarial_run_resumes_bit_identical(tmp_path, installed):
     config = write(tmp_path / "b2b.yaml", b2b_config(tmp_path, iterations=6, num_workers=1, deterministic=True))
     site = installed("deblurstack-killer", {"killer": KILLER}, {"killer": "killer"})
