@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from deblurstack.checkpoint import load_state, load_weights, read_checkpoint, read_state_dict
+from deblurstack.checkpoint import STATE_DICT_KEYS, load_state, load_weights, read_state_dict
 from deblurstack.compose import prior_channels, unique_names
 from deblurstack.engine.evaluation import NamedMetric
 from deblurstack.errors import CheckpointError, ConfigError
@@ -120,7 +120,8 @@ def _make_model(resolved: ResolvedConfig, node: ResolvedNode, place: str, **inje
     if checkpoint:
         path = checkpoint["path"]
         try:
-            state = read_state_dict(path, checkpoint["key"] or _training_weights(path))
+            # a training checkpoint's EMA weights before its raw ones, as ``deblurstack test`` scores them
+            state = read_state_dict(path, checkpoint["key"], candidates=("params_ema", *STATE_DICT_KEYS))
             if any(key.startswith(STATE_PREFIXES) for key in state):  # a deblurstack stack: this part of it
                 state = {key.removeprefix(f"{place}."): v for key, v in state.items() if key.startswith(f"{place}.")}
                 if not state:
@@ -129,11 +130,6 @@ def _make_model(resolved: ResolvedConfig, node: ResolvedNode, place: str, **inje
         except CheckpointError as error:
             raise ConfigError(resolved.config.error(f"{node.keypath}.checkpoint", str(error))) from None
     return module
-
-
-def _training_weights(path: str) -> str | None:
-    """``params_ema`` for a deblurstack training checkpoint with an EMA (what ``test`` scores by default)."""
-    return "params_ema" if "params_ema" in read_checkpoint(path) else None
 
 
 __all__ = ["make_aux_sources", "make_dataset", "make_metrics", "make_stack", "make_trainer"]

@@ -11,7 +11,7 @@ import os
 import pickle
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +49,20 @@ def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
     return loaded
 
 
-def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
-    """The state dict stored in ``path``: under ``key``, the first of ``STATE_DICT_KEYS``, or the file itself.
+def read_state_dict(
+    path: str | Path, key: str | None = None, candidates: Sequence[str] = STATE_DICT_KEYS
+) -> dict[str, Tensor]:
+    """The state dict stored in ``path``: under ``key``, the first of ``candidates`` it holds, or the file itself.
 
     A file saved from a ``DataParallel``/``DistributedDataParallel`` wrapper (every key under ``module.``)
     comes back without that prefix.
     """
     loaded = read_checkpoint(path)
     if key is None and not all(isinstance(v, Tensor) for v in loaded.values()):
-        key = next((k for k in STATE_DICT_KEYS if isinstance(loaded.get(k), Mapping)), None)
+        key = next((k for k in candidates if isinstance(loaded.get(k), Mapping)), None)
         if key is None:
             keys = ", ".join(map(str, loaded))
-            raise CheckpointError(f"{path}: no state dict under {', '.join(STATE_DICT_KEYS)} (keys: {keys})")
+            raise CheckpointError(f"{path}: no state dict under {', '.join(candidates)} (keys: {keys})")
     if key is not None:
         if key not in loaded:
             raise CheckpointError(f"{path}: no key {key!r} (keys: {', '.join(map(str, loaded))})")

@@ -218,8 +218,7 @@ def nested_node(
         resolved = resolve_node(kind, node, _NESTED, source=_NESTED, check_paths=check_paths)
     except ConfigError as error:
         raise ValueError("; ".join(_relative(problem) for problem in error.problems)) from None
-    ignored = [name for name in resolved.options if name not in options and name != "weight"]
-    ignored += ["weight"] if "weight" in node and "weight" not in options else []
+    ignored = [name for name in resolved.options if name in node and name not in options]  # given, not defaulted
     if ignored:
         raise ValueError(
             f"{', '.join(ignored)}: not applied to a {kind} inside another component's parameters"
@@ -780,6 +779,8 @@ def prior_channels(node: ResolvedNode) -> int | None:
 
 
 def unique_names(nodes: Sequence[ResolvedNode]) -> list[str]:
+    """Names for nodes, one per node: the component's name, with ``_1``, ``_2`` ... on its repeats (``ssim``,
+    ``ssim_1``), as the stack names its losses and the evaluation its metrics."""
     names, seen = [], {}
     for node in nodes:
         count = seen.get(node.component.name, 0)
@@ -813,5 +814,6 @@ __all__ = [
     "nested_node",
     "resolve_config",
     "resolve_node",
+    "unique_names",
     "KINDS",
 ]

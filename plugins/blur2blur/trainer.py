@@ -23,7 +23,7 @@ ranks after each backward (``average_gradients``): DDP's reducer does not allow 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from deblurstack import TrainingError, TrainingSplit, load_weights
-from deblurstack.compose import ComponentNode, ResolvedConfig, as_node, resolve_node
+from deblurstack.compose import ComponentNode, ResolvedConfig, as_node, resolve_node, unique_names
 from deblurstack.engine.distributed import average_gradients, broadcast_buffers
 from deblurstack.engine.loop import LoopOptions, TrainingLoop
 from deblurstack.engine.training import TrainingJob
@@ -149,11 +149,13 @@ class AdversarialTrainer(LoopOptions):
             load_weights(discriminator, checkpoint["path"], key=checkpoint["key"], strict=checkpoint["strict"])
         discriminator_parameters = [p for p in discriminator.parameters() if p.requires_grad]
         known_blur = self.known_blur.build().to(device)
-        reconstruction = [self._loss(node, device) for node in self.reconstruction]
-        names = [name for name, *_ in reconstruction]
-        reconstruction = [  # two losses of one type get the names loss, loss_1 (as the stack's losses)
-            (name if names[:i].count(name) == 0 else f"{name}_{names[:i].count(name)}", *rest)
-            for i, (name, *rest) in enumerate(reconstruction)
+        nodes = [
+            resolve_node("loss", as_node(node), f"train.reconstruction[{i}]")
+            for i, node in enumerate(self.reconstruction)
+        ]
+        reconstruction = [
+            (f"reconstruction/{name}", float(node.options["weight"]), node.record.multiscale, node.build().to(device))
+            for name, node in zip(unique_names(nodes), nodes, strict=True)
         ]
         optimizers = {
             "generator": torch.optim.Adam(generator_parameters, lr=self.lr, betas=self.betas),
@@ -236,16 +238,6 @@ class AdversarialTrainer(LoopOptions):
         start = round(self.decay_from * self.iterations)
         span = self.iterations - start + 1
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - max(0, step - start) / span)
-
-    @staticmethod
-    def _loss(node: dict[str, Any], device: torch.device) -> tuple[str, float, bool, nn.Module]:
-        resolved = resolve_node("loss", as_node(node), "train.reconstruction")
-        return (
-            f"reconstruction/{resolved.type}",
-            float(resolved.options["weight"]),
-            resolved.record.multiscale,
-            (resolved.build().to(device)),
-        )
 
 
 def _mix(entropy: tuple[int, ...]) -> int:
