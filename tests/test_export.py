@@ -23,7 +23,7 @@ SMALL = {
         "middle_blk_num": 1,
         "dec_blk_nums": [1, 1],
     },
-    "restormer": {"type": "restormer", "dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1},
+    "restormer": {"type": "restormer", "dim": 8, "num_blocks": [1, 0, 0, 0], "num_refinement_blocks": 0},
     "mimo_unet": {"type": "mimo_unet", "num_res": 1},
     "timm_unet": {"type": "timm_unet", "encoder": "resnet18"},
 }

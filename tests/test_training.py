@@ -190,9 +190,9 @@ def test_a_run_with_a_stochastic_prior_killed_three_times_resumes_bit_identical(
     config = write_config(
         tmp_path / "map.yaml",
         pairs,
-        iterations=60,
-        save_every=20,
-        val_every=20,
+        iterations=30,
+        save_every=10,
+        val_every=10,
         keep_last=10,
         num_workers=2,
         ema_decay=0.9,
@@ -226,15 +226,15 @@ def test_a_run_with_a_stochastic_prior_killed_three_times_resumes_bit_identical(
 
     assert train("whole").returncode == 0
     run = tmp_path / "killed" / "tiny"
-    for kill in ("step:25", "validation:40", "save:60"):
+    for kill in ("step:13", "validation:20", "save:30"):
         died = train("killed", *(["--resume"] if (run / "checkpoints").exists() else []), kill=kill)
         assert died.returncode == -signal.SIGKILL, died.stderr
     assert list(run.glob("checkpoints/.*.tmp")), "the killed write left no temporary file to clean"
     resumed = train("killed", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert not list(run.glob("checkpoints/.*.tmp"))
-    whole = load_training_state(tmp_path / "whole" / "tiny" / "checkpoints" / "step_00000060.pth")
-    final = load_training_state(run / "checkpoints" / "step_00000060.pth")
+    whole = load_training_state(tmp_path / "whole" / "tiny" / "checkpoints" / "step_00000030.pth")
+    final = load_training_state(run / "checkpoints" / "step_00000030.pth")
     different = [key for key, a, b in _tensors(whole, final) if not torch.equal(a, b)]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
     assert (run / "metrics.csv").read_text() == (tmp_path / "whole" / "tiny" / "metrics.csv").read_text()
