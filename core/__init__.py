@@ -60,6 +60,7 @@ _LAZY = {
     "Guidance": "deblurstack.contracts",
     "pad_to_multiple": "deblurstack.contracts",
     "image_residual": "deblurstack.contracts",
+    "inference_fast_path": "deblurstack.contracts",
     "Stack": "deblurstack.stack",
     "StackOutput": "deblurstack.stack",
     "build_stack": "deblurstack.compose",
@@ -103,6 +104,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the real objects behind th
         Synthesizer,
         Translator,
         image_residual,
+        inference_fast_path,
         pad_to_multiple,
     )
     from deblurstack.data import (

@@ -221,6 +221,16 @@ def pad_to_multiple(image: Tensor, multiple: int, mode: str = "constant") -> Ten
     return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
 
 
+def inference_fast_path(module: nn.Module) -> bool:
+    """Whether ``module`` may run an inference-only formulation of its maths.
+
+    True in eval mode without autograd, outside tracing, export and compilation: there a backbone
+    may change memory layouts, fold parameters or fuse operations, as long as the result equals
+    its plain formulation (which training, gradients, export and compilation keep).
+    """
+    return not (module.training or torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
 def image_residual(output: Tensor, inputs: Tensor) -> Tensor:
     """Global residual on the image channels only: ``output + inputs[:, :output channels]``."""
     return output + inputs[:, : output.shape[1]]
@@ -240,5 +250,6 @@ __all__ = [
     "Synthesizer",
     "Translator",
     "image_residual",
+    "inference_fast_path",
     "pad_to_multiple",
 ]

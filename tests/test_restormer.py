@@ -115,3 +115,37 @@ def test_dual_pixel_takes_six_channels_and_has_no_global_residual():
         model.output.weight.zero_()
         assert torch.equal(model(x), torch.zeros(1, 3, 16, 21))
     assert "skip_conv.weight" not in small().state_dict()
+
+
+SMALL_RESTORMER = {"dim": 8, "num_blocks": (1, 1, 1, 1), "num_refinement_blocks": 1}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"layer_norm": "BiasFree", "heads": (2, 2, 4, 8), "bias": True},
+        {"dual_pixel_task": True, "in_channels": 6, "heads": (4, 4, 8, 8)},
+    ],
+    ids=["motion", "bias_free_heads_bias", "dual_pixel"],
+)
+def test_the_inference_fast_path_equals_the_official_formulation(monkeypatch, options):
+    """Eval mode without autograd runs the channels_last, strip-by-strip formulation; training mode the official
+    one. They agree on a batch of two odd-sized images cut into strips of a few rows (3 x 41 pixels), with
+    non-unit temperatures and biases, and the fast path returns NCHW-contiguous images."""
+    monkeypatch.setattr("deblurstack.plugins.restormer.model._STRIP_PIXELS", 3 * 41)
+    torch.manual_seed(0)
+    model = Restormer(**SMALL_RESTORMER, **options)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter)) if name.endswith(("temperature", "bias")) else None
+    image = torch.rand(2, options.get("in_channels", 3), 37, 41)
+    with torch.no_grad():
+        official = model.train()(image)
+    with torch.inference_mode():
+        fast = model.eval()(image)
+    assert fast.is_contiguous() and fast.shape == official.shape
+    assert (fast - official).abs().max() <= 1e-5
+    with torch.no_grad():  # eval without autograd is the fast path too, with grad the official one
+        assert torch.equal(model(image), fast)
+    assert model(image).requires_grad and torch.allclose(model(image), official, atol=1e-6)

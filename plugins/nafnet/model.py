@@ -9,7 +9,7 @@ Module names reproduce the official state_dict keys (``intro``, ``encoders.i.j.c
 * ``LayerNorm2d`` uses plain differentiable ops (the official custom autograd Function computes the same);
 * each decoder stage offers a guidance point ``decoder_s{stride}`` after the skip addition (identity by default);
 * TLC (``NAFNetLocal``) is the generic ``tlc: {train_size: 256}`` option, which replaces the same pools;
-* inference (eval mode without autograd) runs in channels_last with a fused layer norm, see ``_fast_inference``.
+* inference (eval mode without autograd) runs in channels_last with a fused layer norm, see ``inference_fast_path``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from deblurstack import Backbone, Guidance, image_residual, pad_to_multiple
+from deblurstack import Backbone, Guidance, image_residual, inference_fast_path, pad_to_multiple
 
 IMAGE_CHANNELS = 3
 
@@ -37,17 +37,10 @@ Expand = Annotated[int, Field(ge=1, le=16)]
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
-def _fast_inference(module: nn.Module) -> bool:
-    """Whether ``module`` runs the inference fast path: eval mode, no autograd, eager (not traced or compiled).
-
-    The fast path computes the same maths in channels_last memory format, where oneDNN's convolutions need no
-    NCHW reorders, LayerNorm2d is one F.layer_norm kernel over the contiguous NHWC view (instead of about nine
-    elementwise passes) and each scaled residual is one addcmul: 1.3-1.5x faster than the official NCHW
-    formulation on 2 CPU cores at 256x256, within 2e-6 of it. The other options benchmarks/nafnet_inference.py
-    measures were within +-2% of this or slower. Training, gradients, export and compilation keep the plain
-    official formulation.
-    """
-    return not (module.training or torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
+#: Inference (``inference_fast_path``: eval mode, no autograd, eager) computes the same maths in channels_last memory
+#: format, where oneDNN's convolutions need no NCHW reorders, LayerNorm2d is one F.layer_norm kernel over the
+#: contiguous NHWC view (instead of about nine elementwise passes) and each scaled residual is one addcmul; the other
+#: options benchmarks/nafnet_inference.py measures were within noise of this or slower (benchmarks/README.md).
 
 
 class LayerNorm2d(nn.Module):
@@ -60,7 +53,7 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and _fast_inference(self):
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and inference_fast_path(self):
             # the NHWC view is contiguous: one fused kernel over the channels of each pixel
             nhwc = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
             return nhwc.permute(0, 3, 1, 2)
@@ -102,7 +95,7 @@ class _ResidualPair(nn.Module):
         raise NotImplementedError
 
     def forward(self, inp: Tensor) -> Tensor:
-        if _fast_inference(self):  # dropout is the identity; addcmul is the scaled residual in one kernel
+        if inference_fast_path(self):  # dropout is the identity; addcmul is the scaled residual in one kernel
             y = torch.addcmul(inp, self.spatial(self.norm1(inp)), self.beta)
             return torch.addcmul(y, self.ffn(self.norm2(y)), self.gamma)
         y = inp + self.dropout1(self.spatial(self.norm1(inp))) * self.beta
@@ -205,9 +198,9 @@ class _UShape(Backbone):
 
     def forward(self, image: Tensor, guidance: Guidance | None = None) -> Tensor:
         height, width = image.shape[-2:]
-        fast = _fast_inference(self)
+        fast = inference_fast_path(self)
         x = pad_to_multiple(image, self.pad_multiple)  # zeros on the right/bottom, as the official
-        if fast:  # every op below keeps the format; see _fast_inference
+        if fast:  # every op below keeps the format; see the note above LayerNorm2d
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.intro(x)
         skips = []

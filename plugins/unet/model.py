@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from deblurstack import Backbone, Guidance, image_residual, pad_to_multiple
+from deblurstack import Backbone, Guidance, image_residual, inference_fast_path, pad_to_multiple
 
 Channels = Annotated[int, Field(ge=1, le=4096)]
 
@@ -56,11 +56,6 @@ class DoubleConv(nn.Module):
         for conv, norm in ((self.double_conv[0], self.double_conv[1]), (self.double_conv[3], self.double_conv[4])):
             x = F.conv2d(x, *folded_batch_norm(conv, norm), padding=1).relu_()  # BN folded into the conv
         return x
-
-
-def inference_fast_path(module: nn.Module) -> bool:
-    """Eval mode without autograd, outside tracing: BatchNorm can be folded into the convolutions."""
-    return not (module.training or torch.is_grad_enabled() or torch.compiler.is_compiling())
 
 
 def folded_batch_norm(conv: nn.Conv2d, norm: nn.Module) -> tuple[Tensor, Tensor]:
