@@ -64,6 +64,15 @@ def reference_of(model: restormer.Restormer) -> nn.Module:
     return ref.train()  # training mode: the official formulation (no dropout, no batch norm)
 
 
+def _plain_norm_over_nhwc(norm: restormer._Norm, nhwc: Tensor) -> Tensor:
+    """The plain per-pixel reduction over the channels (training mode's formula), on the NHWC view."""
+    norm.training = True  # without mutating the module for the other variants
+    try:
+        return norm(nhwc.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    finally:
+        norm.training = False
+
+
 @contextlib.contextmanager
 def options(layer_norm: bool = True, attention: bool = True, ffn: bool = True, strips: bool = True) -> Iterator[None]:
     """Switch parts of our inference path back to the official formulation (on channels_last activations)."""
@@ -73,10 +82,8 @@ def options(layer_norm: bool = True, attention: bool = True, ffn: bool = True, s
         restormer.FeedForward.residual_inference,
         restormer._STRIP_PIXELS,
     )
-    if not layer_norm:  # the plain per-pixel reduction over dim 1, in the NHWC view
-        restormer._Norm._over_nhwc = lambda self, nhwc: restormer._Norm.forward(
-            self.train(), nhwc.permute(0, 3, 1, 2)
-        ).permute(0, 2, 3, 1)  # noqa: E501
+    if not layer_norm:
+        restormer._Norm._over_nhwc = _plain_norm_over_nhwc
     if not attention:
         restormer.Attention.residual_inference = lambda self, x, residual: (
             residual + restormer.Attention.forward(self, x)
