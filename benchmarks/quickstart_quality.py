@@ -132,7 +132,8 @@ def print_table(title: str, summaries: dict[str, dict[str, Any]]) -> None:
     for name, s in summaries.items():
         photos = ", ".join(f"{k} {v:+.2f}" for k, v in s["photo_gains"].items())
         print(
-            f"| {name} | {s['images']} | {s['input_psnr']:.2f} → {s['psnr']:.2f} | {s['input_ssim']:.3f} → {s['ssim']:.3f} "
+            f"| {name} | {s['images']} | {s['input_psnr']:.2f} → {s['psnr']:.2f} "
+            f"| {s['input_ssim']:.3f} → {s['ssim']:.3f} "
             f"| {s['gain']:+.2f} ± {s['gain_std']:.2f} | [{s['gain_ci'][0]:+.2f}, {s['gain_ci'][1]:+.2f}] | {photos} "
             f"| {s['worst'][0]} {s['worst'][1]:+.2f} | {s['worse_images']}/{s['images']} |"
         )
@@ -159,13 +160,17 @@ def print_seed_table(per_seed: dict[str, dict[str, dict[str, Any]]]) -> None:
         cis = [tuple(s[name]["gain_ci"]) for s in per_seed.values()]
         worst = min((s[name]["worst"] for s in per_seed.values()), key=lambda w: w[1])
         print(
-            f"| {name} | {np.mean(gains):+.2f} | {', '.join(f'{g:+.2f}' for g in gains)} | {max(gains) - min(gains):.2f} "
+            f"| {name} | {np.mean(gains):+.2f} | {', '.join(f'{g:+.2f}' for g in gains)} "
+            f"| {max(gains) - min(gains):.2f} "
             f"| {worst[0]} {worst[1]:+.2f} | {verdict(name, gains, cis)} |"
         )
 
 
 def train_quickstart(seed: int, work: Path, overrides: list[str]) -> tuple[Path, float]:
-    """Run ``deblurstack quickstart`` (its data under ``work/data``, shared by the seeds); the best checkpoint, seconds."""
+    """Run ``deblurstack quickstart`` (its data under ``work/data``, shared by the seeds).
+
+    Returns the best checkpoint and the seconds the run took.
+    """
     command = [
         str(Path(sys.executable).with_name("deblurstack")),
         "quickstart",

@@ -27,10 +27,11 @@ from collections.abc import Callable, Iterator
 import torch
 from einops import rearrange
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from deblurstack.engine.inference import predict
 from deblurstack.plugins.restormer import model as restormer
+
+from _matmul_floor import gemm_rate, macs
 
 CL = torch.channels_last
 EXACT = 1e-5
@@ -105,23 +106,6 @@ def options(layer_norm: bool = True, attention: bool = True, ffn: bool = True, s
         ) = saved
 
 
-def matmul_macs(size: int) -> float:
-    """Multiply-accumulates of the official formulation's convolutions and matmuls, counted on the meta device."""
-    with torch.device("meta"):
-        model, image = restormer.Restormer().train(), torch.empty(1, 3, size, size)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(image)
-    return counter.get_total_flops() / 2
-
-
-def gemm_rate(n: int = 2048, repeats: int = 8) -> float:
-    """Best float32 torch.mm rate in FLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    return 2 * n**3 / min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
-
-
 def _timed(call: Callable[[], object]) -> float:
     start = time.perf_counter()
     call()
@@ -187,9 +171,11 @@ def main() -> None:
             times[name].append(this_round[name])
             ratios[name].append(this_round[names[0]] / this_round[name])
 
-    macs = matmul_macs(args.size)
+    with torch.device("meta"):  # the official formulation's convolutions and matmuls
+        meta_model, meta_image = restormer.Restormer().train(), torch.empty(1, 3, args.size, args.size)
+    multiply_adds = macs(lambda: meta_model(meta_image))
     rate = gemm_rate()
-    floor = 2 * macs / rate
+    floor = 2 * multiply_adds / rate
     load = os.getloadavg()
     print(
         f"Restormer (motion), 1x3x{args.size}x{args.size}, {args.threads} threads, {args.repeats} interleaved rounds; "
@@ -204,7 +190,8 @@ def main() -> None:
             f"{differences[name]:>10.2e}"
         )
     print(
-        f"{'matmul floor':<{width}} {floor:>9.3f}   {macs / 1e9:.1f} G conv+matmul MACs at {rate / 1e9:.1f} GFLOP/s; "
+        f"{'matmul floor':<{width}} {floor:>9.3f}   {multiply_adds / 1e9:.1f} G conv+matmul MACs "
+        f"at {rate / 1e9:.1f} GFLOP/s; "
         f"reference {statistics.median(times[names[0]]) / floor:.2f}x the floor, "
         f"ours {statistics.median(times[default]) / floor:.2f}x"
     )
