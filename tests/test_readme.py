@@ -33,7 +33,7 @@ def test_every_yaml_example_in_the_repository_checks(tmp_path, capsys):
     from deblurstack.cli import main
 
     # data folders must exist when a config is checked: give vars.data the folders `deblurstack quickstart` makes
-    for folder in ("train/input", "train/target", "test/input", "test/target"):
+    for folder in ("train/input", "train/target", "val/input", "val/target", "test/input", "test/target"):
         (tmp_path / folder).mkdir(parents=True)
     for path in sorted(REPO.glob("examples/*.yaml")):
         data = "data" in (yaml.safe_load(path.read_text()).get("vars") or {})

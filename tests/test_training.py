@@ -440,6 +440,15 @@ def test_the_quickstart_runs_end_to_end_at_toy_size(tmp_path, capsys):
     assert (tmp_path / "runs" / "quickstart" / "evaluation" / "summary.md").is_file()
     assert (tmp_path / "runs" / "quickstart" / "images" / "step_00000004.png").is_file()
     assert len(list((tmp_path / "data" / "train" / "input").iterdir())) == 9
+    # best.pth is picked on other pairs of the training photos, never on the held-out test photos
+    assert sorted(p.name for p in (tmp_path / "data" / "val" / "input").iterdir()) == sorted(
+        p.name for p in (tmp_path / "data" / "train" / "input").iterdir()
+    )
+    assert not {p.name.rsplit("_", 1)[0] for p in (tmp_path / "data" / "test" / "input").iterdir()} & {
+        p.name.rsplit("_", 1)[0] for p in (tmp_path / "data" / "val" / "input").iterdir()
+    }
+    config = yaml.safe_load((tmp_path / "runs" / "quickstart" / "config.yaml").read_text())
+    assert config["train"]["val_split"] == "val"
 
 
 @pytest.mark.usefixtures("test_components")

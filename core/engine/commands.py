@@ -623,7 +623,9 @@ def quickstart(
     recipe = load_config(config, overrides).data["vars"]  # not resolved: the data folders do not exist yet
     blur = resolve_node("synthesizer", recipe["blur"], "vars.blur", source=str(config)).build()
     held_out = list(recipe["test_photos"])
-    splits = {"train": [n for n in EMBEDDED_PHOTOS if n not in held_out], "test": held_out}
+    training_photos = [n for n in EMBEDDED_PHOTOS if n not in held_out]
+    # validation (which picks best.pth) draws other pairs of the training photos: no choice is made on the test photos
+    splits = {"train": training_photos, "val": training_photos, "test": held_out}
     for split, names in splits.items():
         if not (data / split / "target").is_dir():
             synthesize(
@@ -631,11 +633,11 @@ def quickstart(
                 data / split,
                 blur,
                 seed=recipe["seeds"][split],
-                per_image=recipe["pairs_per_photo"],
+                per_image=1 if split == "val" else recipe["pairs_per_photo"],
                 max_side=recipe["max_side"],
                 names=names,
             )
-    print(f"quickstart data: {data} (train: {', '.join(splits['train'])}; test: {', '.join(held_out)})")
+    print(f"quickstart data: {data} (train and val: {', '.join(training_photos)}; test: {', '.join(held_out)})")
     if data_only:
         return None
     folder = train(config, overrides, runs_dir=runs_dir, device="cpu")
