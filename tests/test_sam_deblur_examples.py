@@ -159,3 +159,29 @@ def test_run_computes_the_priors_masks_with_the_mask_source_of_the_test_split(tm
     assert main(["run", config, inputs, "--out", str(tmp_path / "x"), *weights, *overrides, "--aux-from", "val"]) == 2
     message = "data.val: no such split to take the priors' inputs from (--aux-from; splits: train, test)"
     assert message in capsys.readouterr().err
+
+
+def test_the_generalisation_study_plans_every_trial_and_never_validates_on_a_test_split(tmp_path, capsys):
+    """study.yaml: 4 variants x 3 seeds planned (every trial's config checked), scored on four test splits of the
+    held-out photos, best.pth picked on a split of the training photos only."""
+    data = tmp_path / "data"
+    synthetic_pairs(data / "train", ["astronaut"], seed=0)
+    synthetic_pairs(data / "test", ["coffee"], seed=1)
+    config = EXAMPLES / "study.yaml"
+    overrides = [f"vars.data={data}", f"vars.masks.cache={tmp_path / 'masks'}"]
+    runs = tmp_path / "runs"
+    assert main(["ablation", str(config), "--plan", "--runs-dir", str(runs), *overrides]) == 0
+    capsys.readouterr()
+    jobs = sorted((runs / "sam_deblur_study-ablation" / "jobs").glob("*.yaml"))
+    assert [job.stem for job in jobs] == sorted(f"sam_deblur_study-{v}-s{s}" for v in VARIANTS for s in range(3))
+    study = yaml.safe_load(config.read_text())
+    splits = study["ablation"]["splits"]
+    assert study["train"]["val_split"] not in splits and len(splits) == 4
+    held_out = set(study["vars"]["held_out"])
+    assert held_out.isdisjoint(study["vars"]["training_photos"])
+    for split in splits[1:]:  # the synthesized out-of-distribution sets: the held-out photos only
+        assert study["data"][split]["photos"] == "${vars.held_out}"
+    wo_sam = yaml.safe_load(
+        (runs / "sam_deblur_study-ablation" / "jobs" / "sam_deblur_study-wo_sam-s0.yaml").read_text()
+    )
+    assert wo_sam["stack"]["priors"] == [] and all(not wo_sam["data"][s].get("aux") for s in wo_sam["data"])
