@@ -396,3 +396,34 @@ def test_the_example_configs_are_refused_only_for_their_missing_data_and_weights
         build_stack({"stack": {"backbone": {"type": "unet.small"}}}).backbone.state_dict(), tmp_path / "best.pth"
     )
     assert main(["config", "check", str(examples / "small.yaml"), missing_deblurrer]) == 0
+
+
+@pytest.mark.parametrize("tile", [None, 40])
+def test_saving_translated_images_runs_the_translator_once_per_image(tmp_path, tile):
+    """``test --save-translated`` with image grids and ``run --save-translated``: the translated image is the one
+    the deblurrer saw (taken from the same pass, tiled alike), not a second run of the translator."""
+    from deblurstack.compose import resolve_node
+    from deblurstack.engine.evaluation import evaluate
+    from deblurstack.engine.inference import run_on_files
+    from deblurstack.engine.prepare import embedded_photos
+
+    stack = build_stack(
+        {"stack": {"translator": {"type": "blur2blur", "generator": "unet.tiny"}, "backbone": {"type": "unet.tiny"}}}
+    ).eval()
+    calls = []
+    stack.translator.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
+    blur = {"type": "motion_blur", "kernel_size": 9, "max_length": 6.0}
+    photos = {"type": "synthesized", "sharp_dir": "skimage", "photos": ["camera", "coffee"], "max_side": 56}
+    dataset = resolve_node("dataset", {**photos, "synthesizer": blur}, "data.test").build()
+    result = evaluate(stack, dataset, [], keep_samples=2, translated_to=tmp_path / "translated", tile=tile, overlap=8)
+    tiles = 1 if tile is None else 4  # 56 x 56 (camera) and 56 x 37 (coffee) in 40-pixel tiles: 2 x 2 and 2 x 1
+    assert len(calls) == (2 if tile is None else 4 + 2)
+    if tile is None:
+        with torch.inference_mode():
+            expected = stack.translator(dataset[0]["input"][None])[-1].clamp(0, 1)[0]
+        assert torch.allclose(result.samples[0].translated, expected, atol=1e-6)
+    calls.clear()
+    photo = tmp_path / "photo.png"
+    write_image(photo, embedded_photos(56, ["camera"])["camera"])
+    run_on_files(stack, [photo], tmp_path / "out", torch.device("cpu"), tile=tile, overlap=8, save_translated=True)
+    assert len(calls) == tiles and (tmp_path / "out" / "translated" / "photo.png").is_file()

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from deblurstack.data import ImageError, write_bytes_atomic, write_image
 from deblurstack.engine.distributed import Distributed, gather
-from deblurstack.engine.inference import TILE_OVERLAP, TranslatedView, predict
+from deblurstack.engine.inference import TILE_OVERLAP, predict, with_translated
 from deblurstack.run import Sample
 
 
@@ -83,6 +83,9 @@ def evaluate(
     (the means are over the images scored).
     """
     distributed = distributed or Distributed()
+    has_translator = getattr(stack, "translator", None) is not None
+    if translated_to is not None and not has_translator:
+        raise ValueError("the stack has no translator, so there are no translated images to save")
     was_training = stack.training
     stack.eval()
     rows, samples, skipped = [], [], []
@@ -99,7 +102,13 @@ def evaluate(
                 k: v.unsqueeze(0).to(distributed.device) if isinstance(v, Tensor) else v for k, v in sample.items()
             }
             aux = {k: v for k, v in batch.items() if k not in ("name", "input", "target")}
-            output = predict(stack, batch["input"], aux, tile=tile, overlap=overlap).clamp(0, 1)
+            translated = None
+            if has_translator and (translated_to is not None or len(samples) < keep_samples):
+                output, translated = predict(with_translated(stack), batch["input"], aux, tile=tile, overlap=overlap)
+                translated = translated.clamp(0, 1)
+            else:
+                output = predict(stack, batch["input"], aux, tile=tile, overlap=overlap)
+            output = output.clamp(0, 1)
             row: dict[str, Any] = {"image": sample["name"]}
             for metric in metrics:
                 row.update(metric(output, batch["target"], batch))
@@ -111,23 +120,15 @@ def evaluate(
             if save_to is not None:
                 write_image(save_to / f"{sample['name']}.png", output[0].permute(1, 2, 0).cpu().numpy())
             if translated_to is not None:
-                translated = predict(TranslatedView(stack), batch["input"], tile=tile, overlap=overlap).clamp(0, 1)
                 write_image(translated_to / f"{sample['name']}.png", translated[0].permute(1, 2, 0).cpu().numpy())
             if len(samples) < keep_samples:
-                translated = _translated(stack, batch["input"], tile, overlap)
-                samples.append(Sample(sample["name"], sample["input"], output[0].cpu(), sample["target"], translated))
+                kept = translated[0].cpu() if translated is not None else None
+                samples.append(Sample(sample["name"], sample["input"], output[0].cpu(), sample["target"], kept))
     finally:
         stack.train(was_training)
     every = [row for part in gather(rows, distributed) for row in part]
     problems = sorted(problem for part in gather(skipped, distributed) for problem in part)
     return Evaluation(sorted(every, key=lambda row: row["image"]), samples, problems)
-
-
-def _translated(stack: nn.Module, image: Tensor, tile: int | None, overlap: int) -> Tensor | None:
-    """What the stack's translator makes of ``image`` (clamped; in tiles like the output), if it has one."""
-    if getattr(stack, "translator", None) is None:
-        return None
-    return predict(TranslatedView(stack), image, tile=tile, overlap=overlap)[0].clamp(0, 1).cpu()
 
 
 def write_report(

@@ -15,17 +15,18 @@ from deblurstack.engine import TILE_OVERLAP
 
 
 def predict(
-    stack: nn.Module,
+    stack: Callable[..., Tensor | tuple[Tensor, ...]],
     image: Tensor,
     aux: Mapping[str, Tensor] | None = None,
     tile: int | None = None,
     overlap: int = TILE_OVERLAP,
-) -> Tensor:
+) -> Tensor | tuple[Tensor, ...]:
     """``stack(image, **aux)``, computed in overlapping ``tile x tile`` windows when the image is larger.
 
     Windows are blended with weights that ramp linearly across the ``overlap`` band, so seams
     fade out; auxiliary maps are cropped with their window. Memory then depends on the tile, not
-    on the image.
+    on the image. A ``stack`` that returns a tuple of images of its input's size (see
+    :func:`with_translated`) gets each of them blended the same way.
     """
     aux = dict(aux or {})
     height, width = image.shape[-2:]
@@ -33,18 +34,34 @@ def predict(
         return stack(image, **aux)
     if overlap * 2 >= tile:
         raise ValueError(f"overlap {overlap} must be less than half the tile {tile}")
-    output = torch.zeros(image.shape[0], 3, height, width, device=image.device)
+    sums: list[Tensor] = []
     weights = torch.zeros(1, 1, height, width, device=image.device)
     for top in _starts(height, tile, overlap):
         for left in _starts(width, tile, overlap):
             window = (..., slice(top, top + tile), slice(left, left + tile))
             result = stack(image[window], **{k: v[window] for k, v in aux.items()})
-            weight = _ramp(result.shape[-2], overlap, image.device)[:, None] * _ramp(
-                result.shape[-1], overlap, image.device
+            parts = result if isinstance(result, tuple) else (result,)
+            if not sums:
+                sums = [image.new_zeros(image.shape[0], part.shape[1], height, width) for part in parts]
+            weight = _ramp(parts[0].shape[-2], overlap, image.device)[:, None] * _ramp(
+                parts[0].shape[-1], overlap, image.device
             )
-            output[window] += result * weight
+            for total, part in zip(sums, parts, strict=True):
+                total[window] += part * weight
             weights[window] += weight
-    return output / weights
+    blended = tuple(total / weights for total in sums)
+    return blended if isinstance(result, tuple) else blended[0]
+
+
+def with_translated(stack: nn.Module) -> Callable[..., tuple[Tensor, Tensor]]:
+    """``stack`` returning ``(deblurred, translated)`` from one pass: the translator's image is the one the priors
+    and the backbone saw (for :func:`predict`, which tiles both alike), without running the translator again."""
+
+    def both(image: Tensor, **aux: Tensor) -> tuple[Tensor, Tensor]:
+        output = stack.run(image, aux)
+        return output.image, output.translated
+
+    return both
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -102,7 +119,9 @@ def run_on_files(
     first unreadable file stops the run with an :class:`ImageError` naming it).
     """
     written, skipped = [], []
-    translator = TranslatedView(stack) if save_translated else None
+    if save_translated and getattr(stack, "translator", None) is None:
+        raise ValueError("the stack has no translator, so there are no translated images to save")
+    model = with_translated(stack) if save_translated else stack
     stack.eval()
     with torch.inference_mode():
         for path in paths:
@@ -118,32 +137,17 @@ def run_on_files(
             aux = {
                 name: to_tensor(source(image, pair))[None].to(device) for name, source in (aux_sources or {}).items()
             }
-            output = (
-                predict(stack, tensor, aux, tile=tile, overlap=overlap).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-            )
+            result = predict(model, tensor, aux, tile=tile, overlap=overlap)
+            output, translated = result if save_translated else (result, None)
+            output = output.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
             suffix = path.suffix.lower() if bits == 8 or path.suffix.lower() in (".png", ".tif", ".tiff") else ".png"
             target = out_dir / f"{path.stem}{suffix}"
             write_image(target, output, bit_depth=bits)
             written.append(target)
-            if translator is not None:
-                translated = predict(translator, tensor, tile=tile, overlap=overlap).clamp(0, 1)[0]
-                write_image(out_dir / "translated" / target.name, translated.permute(1, 2, 0).cpu().numpy(), bits)
+            if translated is not None:
+                translated = translated.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+                write_image(out_dir / "translated" / target.name, translated, bits)
     return written, skipped
 
 
-class TranslatedView(nn.Module):
-    """``stack``'s translator as a stack of its own: ``forward(image, **aux)`` is its finest output (for
-    :func:`predict`, so translated images are tiled like deblurred ones)."""
-
-    def __init__(self, stack: nn.Module) -> None:
-        super().__init__()
-        if getattr(stack, "translator", None) is None:
-            raise ValueError("the stack has no translator, so there are no translated images to save")
-        self.translator = stack.translator
-
-    def forward(self, image: torch.Tensor, **aux: torch.Tensor) -> torch.Tensor:
-        result = self.translator(image)
-        return result[-1] if isinstance(result, (list, tuple)) else result
-
-
-__all__ = ["TILE_OVERLAP", "TranslatedView", "expand_inputs", "predict", "run_on_files"]
+__all__ = ["TILE_OVERLAP", "expand_inputs", "predict", "run_on_files", "with_translated"]
