@@ -462,8 +462,11 @@ class _Resolver:
         ``training_splits()``: ``train`` unless it says otherwise), what the losses it minimises there read:
         the stack's losses' inputs and the priors' ``training_inputs``. On the other splits, what metrics read.
         """
+        training = self.training_splits(resolved)
+        if training is None:  # the trainer's own problems are reported; what it trains on is known once they are fixed
+            return
         uses: dict[str, list[TrainingSplit]] = {}
-        for use in self.training_splits(resolved):
+        for use in training:
             uses.setdefault(use.split, []).append(use)
         for split, dataset in resolved.datasets.items():
             provided = {*BASIC_INPUTS, *dataset_provides(dataset), *dataset.aux}
@@ -491,12 +494,15 @@ class _Resolver:
                         f"data.{split}.aux.{name} with a mask source{hint}",
                     )
 
-    def training_splits(self, resolved: ResolvedConfig) -> list[TrainingSplit]:
-        """What the trainer trains on (its ``training_splits()``), after checking the splits and parts it names."""
+    def training_splits(self, resolved: ResolvedConfig) -> list[TrainingSplit] | None:
+        """What the trainer trains on (its ``training_splits()``), after checking the splits and parts it names;
+        None when the config's trainer cannot be built (its problems are reported)."""
         default = [TrainingSplit(TRAIN_SPLIT, f"data.{TRAIN_SPLIT}")]
+        if self.config.data.get("train") is not None and (resolved.trainer is None or not self.trainer_checked):
+            return None
         trainer = self.built_trainer(resolved)
         if trainer is None:
-            return default
+            return default if resolved.trainer is None else None  # no trainer section, or its factory refused
         declared = getattr(trainer, "training_splits", None)
         if declared is None:
             return default
@@ -644,9 +650,9 @@ class _Resolver:
                     f"(parameters: {', '.join(p for p in signature.parameters if p not in builder_sets) or 'none'})",
                 )
                 continue
-            checked, problem = parameter.check(given, check_paths)
+            checked, problem, location = parameter.check(given, check_paths)
             if problem:
-                self.problem(f"{keypath}.{key}", problem)
+                self.problem(".".join((f"{keypath}.{key}", *location)), problem)
             node.params[key] = checked
         for parameter in signature.parameters.values():
             if parameter.name in node.params or parameter.name in builder_sets:

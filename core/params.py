@@ -124,32 +124,53 @@ class Parameter:
     def type_text(self) -> str:
         return "any" if self.annotation is EMPTY else type_text(self.annotation)
 
-    def check(self, value: Any, check_paths: bool = True) -> tuple[Any, str | None]:
-        """``(validated value, None)`` or ``(value, problem)``; ``check_paths=False`` skips existence checks."""
+    def check(self, value: Any, check_paths: bool = True) -> tuple[Any, str | None, tuple[str, ...]]:
+        """``(validated value, None, ())`` or ``(value, problem, location)``; ``check_paths=False`` skips existence
+        checks. ``location`` is the key path of the bad item inside ``value`` (``("1", "lr")`` for the ``lr`` of a
+        list's second mapping), empty when the problem is the value as a whole."""
         try:
             adapter = _adapter(self.annotation)
         except TypeError:  # an unhashable annotation: not checked
             adapter = None
         if adapter is None:
-            return value, None
+            return value, None, ()
         from pydantic import ValidationError
 
         context = {"paths": check_paths}
         try:
-            return adapter.validate_python(value, strict=True, context=context), None
+            return adapter.validate_python(value, strict=True, context=context), None, ()
         except ValidationError as error:
             first = error.errors()[0]
         if _tuples(value) != value or type(_tuples(value)) is not type(value):
             try:  # YAML has no tuples: accept a list where the hint says tuple
-                return adapter.validate_python(_tuples(value), strict=True, context=context), None
+                return adapter.validate_python(_tuples(value), strict=True, context=context), None, ()
             except ValidationError as error:  # the problem with the list read as a tuple says more
                 first = error.errors()[0]
-        where = "".join(f"[{part}]" for part in first["loc"])
-        where = f" at {where}" if where else ""
+        location, item = _location(value, first["loc"], first["type"] in ("missing", "extra_forbidden"))
         if first["type"] == "value_error":  # a validator's own words (no such folder: ...) say it all
-            return value, f"{first['ctx']['error']}{where}"
+            return value, str(first["ctx"]["error"]), location
         message = first["msg"][0].lower() + first["msg"][1:]
-        return value, f"{message}{where} (expected {self.type_text}, got {value!r})"
+        if location:  # the item's own key path says where; the whole value would bury it
+            return value, f"{message} (got {item!r})" if first["type"] != "extra_forbidden" else message, location
+        return value, f"{message} (expected {self.type_text}, got {value!r})", location
+
+
+def _location(value: Any, loc: tuple[Any, ...], names_a_key: bool) -> tuple[tuple[str, ...], Any]:
+    """The parts of a pydantic error location that index into ``value`` (not the names of union members it
+    tried), as key path parts, and the item they lead to. ``names_a_key``: the last part is a key that is
+    missing or not allowed."""
+    parts, item = [], value
+    for index, part in enumerate(loc):
+        if isinstance(item, (list, tuple)) and isinstance(part, int) and 0 <= part < len(item):
+            parts.append(str(part))
+            item = item[part]
+        elif isinstance(item, dict) and part in item:
+            parts.append(str(part))
+            item = item[part]
+        elif names_a_key and index == len(loc) - 1 and isinstance(item, dict):
+            parts.append(str(part))
+            item = None
+    return tuple(parts), item
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -305,3 +306,30 @@ def test_the_inference_fast_path_equals_the_layers_autograd_runs():
         folded = stack(image)  # BatchNorm folded into the convolutions, channels-last
     assert layers.requires_grad and folded.is_contiguous()
     assert (layers - folded).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("train.phases.1.lr", -1, "train.phases.1.lr: input should be greater than 0 (got -1)"),
+        ("train.phases.0.batch_size", 0, "train.phases.0.batch_size: input should be greater than or equal to 1"),
+        ("train.phases.1.bogus", 3, "train.phases.1.bogus: extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_value_inside_a_phase_is_named_by_its_key_path_alone(tmp_path, capsys, key, value, message):
+    """One line naming the value's own key path, without a dump of every phase, and no follow-on problems
+    (which splits the trainer trains on is unknown until its node resolves)."""
+    config = _phased_config(tmp_path)
+    assert main(["config", "check", str(config), f"{key}={value}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"bladenet.yaml: {message}" in lines[0], lines
+    assert "'name': 'global'" not in lines[0]
+
+
+def test_a_broken_phase_is_the_only_problem_reported_for_the_small_study(capsys):
+    """With the trainer's node broken, which splits it trains on is unknown: the metrics' inputs are not
+    demanded of the training splits (data.global has no blur mask, and needs none: it is trained on)."""
+    examples = Path(__file__).resolve().parents[1] / "examples" / "bladenet"
+    assert main(["config", "check", str(examples / "small.yaml"), "train.phases.1.lr=-1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "small.yaml: train.phases.1.lr: input should be greater than 0 (got -1)" in lines[0]

@@ -278,8 +278,8 @@ def test_a_killed_adversarial_run_resumes_bit_identical(tmp_path, installed):
         ),
         (
             lambda c: c["train"]["known_blur"].update(synthesizer={"type": "frame_average"}),
-            "train.known_blur",
-            "makes a pair from 7 frames, not from one sharp image at [synthesizer][synthesizer]",
+            "train.known_blur.synthesizer",
+            "makes a pair from 7 frames, not from one sharp image",
         ),
         (lambda c: c["train"]["discriminator"].update(scales=2), "train.discriminator.scales", "must match"),
         (

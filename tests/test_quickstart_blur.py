@@ -131,7 +131,7 @@ def test_mixed_noise_has_the_drawn_strength_and_is_seeded():
 def test_mixed_checks_its_children_with_their_place_in_the_list():
     problems = {
         "type: unknown synthesizer 'motion_blurr'": {"components": [{"type": "motion_blurr"}]},
-        "kernel_size: must be odd, got 4 at [1]": {
+        "components.1: kernel_size: must be odd, got 4": {
             "components": [{"type": "defocus"}, {"type": "motion_blur", "kernel_size": 4}]
         },
         "takes 3 frames; a mixture of blurs takes one image": {"components": [{"type": "frame_average", "frames": 3}]},

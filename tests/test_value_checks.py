@@ -109,13 +109,19 @@ BAD = {
         {"type": "nafnet", "dec_blk_nums": [1, 1]},
         "enc_blk_nums",
         [1, -1],
-        "greater than or equal to 0 at [1]",
+        "enc_blk_nums.1: input should be greater than or equal to 0 (got -1)",  # the item's own key path
     ),
     "nafnet of nine levels": ("stack.backbone", {"type": "nafnet"}, "dec_blk_nums", [1] * 9, "at most 8"),
     "nafnet dropout of 1": ("stack.backbone", {"type": "nafnet.w32"}, "drop_out_rate", 1.0, "less than 1"),
     "baseline dw_expand 0": ("stack.backbone", {"type": "nafnet_baseline"}, "dw_expand", 0, "greater than or equal"),
     "restormer dim 0": ("stack.backbone", {"type": "restormer"}, "dim", 0, "greater than or equal to 1"),
-    "restormer zero heads": ("stack.backbone", {"type": "restormer"}, "heads", [1, 2, 0, 8], "at [2]"),
+    "restormer zero heads": (
+        "stack.backbone",
+        {"type": "restormer"},
+        "heads",
+        [1, 2, 0, 8],
+        "heads.2: input should be greater than or equal to 1 (got 0)",
+    ),
     "restormer ffn expansion 0": (
         "stack.backbone",
         {"type": "restormer.motion"},
@@ -273,7 +279,8 @@ def test_a_bad_value_is_one_line_naming_the_file_and_its_key(tmp_path, data_root
     assert code == 2 and out == ""
     assert len(lines) == 1, lines
     line = lines[0]
-    assert line.startswith(f"deblurstack: error: {path}: {location}.{key}: "), line
+    assert line.startswith(f"deblurstack: error: {path}: {location}.{key}"), line
+    assert line[len(f"deblurstack: error: {path}: {location}.{key}") :][0] in ":.", line  # .N: an item of a list
     assert words in line, line
 
 
