@@ -469,7 +469,7 @@ class _Resolver:
         for use in training:
             uses.setdefault(use.split, []).append(use)
         for split, dataset in resolved.datasets.items():
-            provided = {*BASIC_INPUTS, *dataset_provides(dataset), *dataset.aux}
+            provided = {*BASIC_INPUTS, *node_provides(dataset), *dataset.aux}
             forward = split not in uses or any(use.stack_forward for use in uses[split])
             needs = [(node, name) for node in resolved.priors for name in node.record.requires] if forward else []
             if split in uses:
@@ -766,16 +766,17 @@ def _builder_sets(record: ComponentRecord) -> tuple[str, ...]:
     return ()
 
 
-def dataset_provides(node: ResolvedNode) -> tuple[str, ...]:
-    """The auxiliary inputs a dataset's samples carry: its record's ``provides``, and those its factory's
-    ``provided_inputs(params)`` adds for these parameters (``synthesized``: what its synthesizer node makes).
-    Should that raise (a parameter with a problem of its own), it adds nothing, so a needed input is still refused."""
+def node_provides(node: ResolvedNode) -> tuple[str, ...]:
+    """The auxiliary inputs a dataset's samples (or a synthesizer's pairs) carry: its record's ``provides``, and
+    those its factory's ``provided_inputs(params)`` adds for these parameters (``synthesized``: what its
+    synthesizer node makes; ``mixed``: what its components make). Should that raise (a parameter with a problem
+    of its own), it adds nothing, so a needed input is still refused."""
     provided_inputs = getattr(node.record.load_factory(), "provided_inputs", None)
     try:
         added = tuple(provided_inputs(node.params)) if callable(provided_inputs) else ()
     except Exception:
         added = ()
-    return (*node.record.provides, *added)
+    return tuple(dict.fromkeys((*node.record.provides, *added)))
 
 
 def prior_channels(node: ResolvedNode) -> int | None:
@@ -816,8 +817,8 @@ __all__ = [
     "ResolvedNode",
     "as_node",
     "build_stack",
-    "dataset_provides",
     "nested_node",
+    "node_provides",
     "resolve_config",
     "resolve_node",
     "unique_names",

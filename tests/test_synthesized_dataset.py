@@ -257,3 +257,41 @@ def test_the_dataset_passes_the_conformance_checks(square):
     for synthesizer in (BLUR, square):
         params = {"sharp_dir": EMBEDDED, "photos": PHOTOS, "max_side": 48, "patch_size": 16, "augment": True}
         check_component("dataset", "synthesized", {**params, "synthesizer": synthesizer})
+
+
+def test_a_mixture_with_local_blur_provides_a_blur_mask_for_every_pair(tmp_path, square, capsys):
+    """``mixed`` with ``lbs`` among its components: the mask of LBS pairs, the whole image for globally blurred
+    ones, nothing for sharp ones; counted by the config check as an input the dataset provides."""
+    from deblurstack.compose import resolve_node
+
+    node = {
+        "type": "mixed",
+        "components": [{"type": "lbs"}, {"type": "defocus", "min_radius": 2.0}],
+        "sharp_probability": 0.3,
+    }
+    mixture = resolve_node("synthesizer", node, "synthesizer").build()
+    photo = np.random.default_rng(0).random((48, 64, 3), dtype=np.float32)
+    kinds = set()
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        choice = mixture.choose(np.random.default_rng(seed))
+        made = mixture([photo], rng)
+        mask = made["blur_mask"]
+        assert mask.shape == (48, 64) and set(np.unique(mask)) <= {0.0, 1.0}
+        if choice is None:
+            kinds.add("sharp")
+            assert not mask.any()
+        elif choice == 1:
+            kinds.add("global")
+            assert mask.all()
+        else:
+            kinds.add("local")
+    assert kinds == {"sharp", "global", "local"}
+    masked = ({"type": "l1"}, {"type": "masked_l1"})
+    config = write_config(tmp_path / "mixed.yaml", {"synthesizer": node}, losses=masked)
+    resolve_config(config)  # the masked loss finds its blur_mask: no ConfigError
+    plain = write_config(
+        tmp_path / "plain.yaml", {"synthesizer": {**node, "components": node["components"][1:]}}, losses=masked
+    )
+    assert main(["config", "check", str(plain)]) == 2  # no component makes a local mask: nothing to provide
+    assert "needs input 'blur_mask'" in capsys.readouterr().err

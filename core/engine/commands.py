@@ -499,13 +499,13 @@ def synth(
 ) -> list[str]:
     """Make pairs ``<out>/input``, ``<out>/target`` (and ``<out>/<aux>``: ``blur_mask`` for ``lbs``; one folder,
     no train/test split) with any synthesizer."""
-    from deblurstack.compose import resolve_node
+    from deblurstack.compose import node_provides, resolve_node
     from deblurstack.engine.prepare import synthesize
 
     resolved = resolve_node("synthesizer", {"type": synthesizer, **(params or {})}, "--type / --set")
     frames = resolved.record.frames
     frames = resolved.params[frames] if isinstance(frames, str) else frames
-    return synthesize(source, out, resolved.build(), frames, seed, per_image, max_side, resolved.record.provides)
+    return synthesize(source, out, resolved.build(), frames, seed, per_image, max_side, node_provides(resolved))
 
 
 def synth_command(parser: argparse.ArgumentParser) -> Handler:

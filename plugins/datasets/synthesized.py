@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator, Field, ValidationInfo
 
-from deblurstack.compose import nested_node
+from deblurstack.compose import nested_node, node_provides
 from deblurstack.data import Pair, PairedImageDataset, list_images, read_image
 from deblurstack.engine.prepare import EMBEDDED, EMBEDDED_PHOTOS, embedded_photos, limit_side
 
@@ -130,7 +130,7 @@ class Synthesized(PairedImageDataset):
             raise ValueError(f"window {window} is smaller than patch_size {patch_size}")
         resolved = _one_frame(nested_node("synthesizer", dict(synthesizer)))
         self.node, self.synthesizer = resolved.to_dict(), resolved.build()
-        self.provides = tuple(resolved.record.provides)
+        self.provides = node_provides(resolved)
         if sharp_dir == EMBEDDED:
             self.photos: list[tuple[str, Path | None]] = [
                 (name, None) for name in (EMBEDDED_PHOTOS if photos is None else photos)
@@ -149,11 +149,11 @@ class Synthesized(PairedImageDataset):
 
     @staticmethod
     def provided_inputs(params: dict[str, Any]) -> tuple[str, ...]:
-        """The inputs the config check counts as this dataset's besides its record's: its synthesizer's ``provides``
-        (``deblurstack.compose.dataset_provides`` calls this with the checked parameters)."""
+        """The inputs the config check counts as this dataset's besides its record's: what its synthesizer provides
+        (``deblurstack.compose.node_provides`` calls this with the checked parameters)."""
         from deblurstack.compose import resolve_node
 
-        return tuple(resolve_node("synthesizer", params["synthesizer"]).record.provides)
+        return node_provides(resolve_node("synthesizer", params["synthesizer"]))
 
     def sharp(self, photo: int) -> np.ndarray:
         """Photo number ``photo``, ``H x W x 3`` float32 RGB in [0, 1], shrunk to ``max_side``."""

@@ -61,6 +61,10 @@ class Mixed(Synthesizer):
     log-uniformly in the range), then white Gaussian noise of a std drawn uniformly in ``noise_sigma``.
     The target is the component's target.
 
+    Maps: a map every component makes is passed on; so is ``blur_mask`` when any component makes one
+    (``lbs``), as each pair's blurred region: the component's mask, the whole image for a component of
+    global blur, none of it for a pair left sharp.
+
     Args:
         components: synthesizer nodes (``{type: motion_blur, max_length: 12.0}``), each of one frame;
             checked like any node (default: ``motion_blur`` and ``defocus`` with their defaults).
@@ -115,6 +119,17 @@ class Mixed(Synthesizer):
             gamma,
         )
         self.shuffle_channels, self.tint = shuffle_channels, tint
+        self.provides = self.provided_inputs({"components": nodes})
+
+    @staticmethod
+    def provided_inputs(params: dict[str, Any]) -> tuple[str, ...]:
+        """The maps of every pair (see the class docstring); ``deblurstack.compose.node_provides`` calls this."""
+        from deblurstack.compose import node_provides, resolve_node
+
+        nodes = params.get("components", DEFAULT_COMPONENTS)
+        made = [set(node_provides(resolve_node("synthesizer", dict(node), _HERE, source=_HERE))) for node in nodes]
+        every = set.intersection(*made) if made else set()
+        return tuple(sorted(every | ({"blur_mask"} & set.union(set(), *made))))
 
     def vary_colours(self, sharp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The sharp photo with its channels reordered and tinted as configured (the pair's target)."""
@@ -149,4 +164,6 @@ class Mixed(Synthesizer):
         choice = self.choose(rng)
         made = {"input": sharp, "target": sharp} if choice is None else dict(self.components[choice]([sharp], rng))
         made["input"] = self.add_noise(made["input"], rng)
+        if "blur_mask" in self.provides and "blur_mask" not in made:  # a sharp pair, or global blur
+            made["blur_mask"] = np.full(sharp.shape[:2], float(choice is not None), np.float32)
         return made
