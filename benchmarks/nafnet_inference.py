@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from deblurstack.plugins.nafnet.model import NAFNet
 
-from _matmul_floor import gemm_rate, macs
+from _matmul_floor import conv_rate, gemm_rate, macs
 
 CL = torch.channels_last
 EXACT = 1e-5
@@ -374,7 +374,7 @@ def main() -> None:
     with torch.device("meta"):
         meta_model, meta_image = NAFNet(**W32), torch.empty(1, 3, args.size, args.size)
     multiply_adds = macs(lambda: meta_model(meta_image))
-    peak = gemm_rate()
+    peak = max(gemm_rate(), conv_rate())  # oneDNN's 3x3 convolutions can beat torch.mm
     floor = 2 * multiply_adds / peak
     load = os.getloadavg()
     print(

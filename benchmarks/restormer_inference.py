@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from deblurstack.engine.inference import predict
 from deblurstack.plugins.restormer import model as restormer
 
-from _matmul_floor import gemm_rate, macs
+from _matmul_floor import conv_rate, gemm_rate, macs
 
 CL = torch.channels_last
 EXACT = 1e-5
@@ -67,11 +67,11 @@ def reference_of(model: restormer.Restormer) -> nn.Module:
 
 def _plain_norm_over_nhwc(norm: restormer._Norm, nhwc: Tensor) -> Tensor:
     """The plain per-pixel reduction over the channels (training mode's formula), on the NHWC view."""
-    norm.training = True  # without mutating the module for the other variants
+    was_training, norm.training = norm.training, True  # without mutating the module for the other variants
     try:
         return norm(nhwc.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     finally:
-        norm.training = False
+        norm.training = was_training
 
 
 @contextlib.contextmanager
@@ -174,7 +174,7 @@ def main() -> None:
     with torch.device("meta"):  # the official formulation's convolutions and matmuls
         meta_model, meta_image = restormer.Restormer().train(), torch.empty(1, 3, args.size, args.size)
     multiply_adds = macs(lambda: meta_model(meta_image))
-    rate = gemm_rate()
+    rate = max(gemm_rate(), conv_rate())  # oneDNN's 3x3 convolutions can beat torch.mm
     floor = 2 * multiply_adds / rate
     load = os.getloadavg()
     print(

@@ -461,12 +461,11 @@ class _Resolver:
         Priors' forward inputs are needed everywhere. On the splits the trainer trains on (its
         ``training_splits()``: ``train`` unless it says otherwise), what the losses it minimises there read:
         the stack's losses' inputs and the priors' ``training_inputs``. On the other splits, what metrics read.
+        With the trainer's node broken, only the priors' inputs are checked.
         """
         training = self.training_splits(resolved)
-        if training is None:  # the trainer's own problems are reported; what it trains on is known once they are fixed
-            return
         uses: dict[str, list[TrainingSplit]] = {}
-        for use in training:
+        for use in training or ():
             uses.setdefault(use.split, []).append(use)
         for split, dataset in resolved.datasets.items():
             provided = {*BASIC_INPUTS, *node_provides(dataset), *dataset.aux}
@@ -477,7 +476,7 @@ class _Resolver:
                     needs += [(node, name) for node in resolved.priors for name in node.record.training_inputs]
                 if any(use.stack_losses for use in uses[split]):
                     needs += [(node, name) for node in resolved.losses for name in node.record.requires]
-            else:
+            elif training is not None:  # with the trainer broken (its problems reported), the scored splits are unknown
                 needs += [(node, name) for node in resolved.metrics for name in node.record.requires]
             reported = set()
             for consumer, name in needs:

@@ -151,7 +151,8 @@ class Parameter:
             return value, str(first["ctx"]["error"]), location
         message = first["msg"][0].lower() + first["msg"][1:]
         if location:  # the item's own key path says where; the whole value would bury it
-            return value, f"{message} (got {item!r})" if first["type"] != "extra_forbidden" else message, location
+            named_key = first["type"] in ("missing", "extra_forbidden")  # the key itself is the problem
+            return value, message if named_key else f"{message} (got {item!r})", location
         return value, f"{message} (expected {self.type_text}, got {value!r})", location
 
 

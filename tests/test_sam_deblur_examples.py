@@ -185,3 +185,16 @@ def test_the_generalisation_study_plans_every_trial_and_never_validates_on_a_tes
         (runs / "sam_deblur_study-ablation" / "jobs" / "sam_deblur_study-wo_sam-s0.yaml").read_text()
     )
     assert wo_sam["stack"]["priors"] == [] and all(not wo_sam["data"][s].get("aux") for s in wo_sam["data"])
+
+
+def test_with_the_trainer_broken_the_priors_inputs_are_still_checked_on_every_split(tmp_path, capsys):
+    data = tmp_path / "data"
+    synthetic_pairs(data / "train", ["astronaut"], seed=0)
+    synthetic_pairs(data / "test", ["coffee"], seed=1)
+    overrides = [f"vars.data={data}", f"vars.masks.cache={tmp_path / 'masks'}", "train.lr=-1", "data.test.aux={}"]
+    capsys.readouterr()
+    assert main(["config", "check", str(EXAMPLES / "small.yaml"), *overrides]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert "small.yaml: train.lr: " in lines[0]
+    assert "small.yaml: data.test: prior 'sam_map.dropout' (stack.priors[0]) needs input 'masks'" in lines[1]

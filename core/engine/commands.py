@@ -611,7 +611,7 @@ def quickstart(
     overrides: Sequence[str] = (),
     data_only: bool = False,
 ) -> Path | None:
-    """Synthesize a small dataset from the bundled photos (train and test splits), train a small stack on CPU,
+    """Synthesize a small dataset from the bundled photos (train, val and test splits), train a small stack on CPU,
     and score it on the held-out photos; returns the run folder (None with ``data_only``)."""
     from deblurstack.compose import resolve_node
     from deblurstack.config import load_config

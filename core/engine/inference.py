@@ -42,7 +42,8 @@ def predict(
             result = stack(image[window], **{k: v[window] for k, v in aux.items()})
             parts = result if isinstance(result, tuple) else (result,)
             if not sums:
-                sums = [image.new_zeros(image.shape[0], part.shape[1], height, width) for part in parts]
+                # float32 sums, as the weights, whatever the model's precision
+                sums = [image.new_zeros(image.shape[0], p.shape[1], height, width, dtype=torch.float32) for p in parts]
             weight = _ramp(parts[0].shape[-2], overlap, image.device)[:, None] * _ramp(
                 parts[0].shape[-1], overlap, image.device
             )

@@ -61,9 +61,9 @@ class Mixed(Synthesizer):
     log-uniformly in the range), then white Gaussian noise of a std drawn uniformly in ``noise_sigma``.
     The target is the component's target.
 
-    Maps: a map every component makes is passed on; so is ``blur_mask`` when any component makes one
-    (``lbs``), as each pair's blurred region: the component's mask, the whole image for a component of
-    global blur, none of it for a pair left sharp.
+    Maps: ``blur_mask``, when any component makes one (``lbs``), as each pair's blurred region: the
+    component's mask, the whole image for a component of global blur, none of it for a pair left sharp.
+    Other maps are dropped (a sharp pair would have none to give).
 
     Args:
         components: synthesizer nodes (``{type: motion_blur, max_length: 12.0}``), each of one frame;
@@ -127,9 +127,8 @@ class Mixed(Synthesizer):
         from deblurstack.compose import node_provides, resolve_node
 
         nodes = params.get("components", DEFAULT_COMPONENTS)
-        made = [set(node_provides(resolve_node("synthesizer", dict(node), _HERE, source=_HERE))) for node in nodes]
-        every = set.intersection(*made) if made else set()
-        return tuple(sorted(every | ({"blur_mask"} & set.union(set(), *made))))
+        made = {name for node in nodes for name in node_provides(resolve_node("synthesizer", dict(node), _HERE))}
+        return ("blur_mask",) if "blur_mask" in made else ()
 
     def vary_colours(self, sharp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The sharp photo with its channels reordered and tinted as configured (the pair's target)."""
@@ -164,6 +163,6 @@ class Mixed(Synthesizer):
         choice = self.choose(rng)
         made = {"input": sharp, "target": sharp} if choice is None else dict(self.components[choice]([sharp], rng))
         made["input"] = self.add_noise(made["input"], rng)
-        if "blur_mask" in self.provides and "blur_mask" not in made:  # a sharp pair, or global blur
+        if self.provides and "blur_mask" not in made:  # a sharp pair, or global blur
             made["blur_mask"] = np.full(sharp.shape[:2], float(choice is not None), np.float32)
-        return made
+        return {key: made[key] for key in ("input", "target", *self.provides)}
