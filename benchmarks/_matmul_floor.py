@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["conv_rate", "gemm_rate", "macs"]
+__all__ = ["best_rate", "conv_rate", "gemm_rate", "macs", "meta_macs"]
 
 
 def _best_seconds(call: Callable[[], object], repeats: int) -> float:
@@ -43,9 +43,22 @@ def conv_rate(channels: int = 64, size: int = 256, repeats: int = 8) -> float:
     return 2 * channels * channels * 9 * size * size / seconds
 
 
+def best_rate() -> float:
+    """The floor's rate: the better of ``gemm_rate()`` and ``conv_rate()``, in FLOP/s."""
+    return max(gemm_rate(), conv_rate())
+
+
 def macs(forward: Callable[[], object]) -> float:
     """Multiply-accumulates of the convolutions and matrix products that ``forward()`` runs, without autograd."""
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         forward()
     return counter.get_total_flops() / 2
+
+
+def meta_macs(build: Callable[[], torch.nn.Module], size: int) -> float:
+    """Multiply-accumulates of one forward of ``build()`` on a 1 x 3 x size x size input, both on the meta device
+    (no memory, no compute); raises where the model cannot run there."""
+    with torch.device("meta"):
+        model, image = build(), torch.empty(1, 3, size, size)
+    return macs(lambda: model(image))

@@ -28,7 +28,7 @@ from torch import nn
 from deblurstack import build_stack
 from deblurstack.registry import get_plugin_manager
 
-from _matmul_floor import conv_rate, gemm_rate, macs
+from _matmul_floor import conv_rate, gemm_rate, meta_macs
 
 STACKS = {"stack lbp + bsa + unet.bladenet": [{"type": "lbp"}, {"type": "bsa"}]}
 
@@ -61,12 +61,10 @@ def rows(pattern: str | None) -> list[tuple[str, Callable[[], nn.Module], str]]:
     return found
 
 
-def meta_macs(build: Callable[[], nn.Module], size: int) -> float | None:
+def counted_macs(build: Callable[[], nn.Module], size: int) -> float | None:
     """Multiply-accumulates of one forward on the meta device (None when a model cannot run there)."""
     try:
-        with torch.device("meta"):
-            model, image = build().eval(), torch.empty(1, 3, size, size)
-        return macs(lambda: model(image))
+        return meta_macs(lambda: build().eval(), size)
     except Exception:
         return None
 
@@ -101,7 +99,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = build().eval()
         count = sum(p.numel() for p in model.parameters())
-        multiply_adds = meta_macs(build, args.size)
+        multiply_adds = counted_macs(build, args.size)
         times = []
         with torch.inference_mode():
             model(image)  # warm-up: allocator, oneDNN primitive caches

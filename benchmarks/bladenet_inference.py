@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from deblurstack import build_stack
 from deblurstack.compose import resolve_node
 
-from _matmul_floor import conv_rate, gemm_rate, macs
+from _matmul_floor import best_rate, macs
 
 STACK = {"stack": {"priors": [{"type": "lbp"}, {"type": "bsa"}], "backbone": {"type": "unet.bladenet"}}}
 
@@ -115,7 +115,7 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
             ratios.append(times["official formulation"][-1] / times["ours"][-1])
     multiply_adds = macs(lambda: reference(image))
-    floor = 2 * multiply_adds / max(gemm_rate(), conv_rate())
+    floor = 2 * multiply_adds / best_rate()
     difference = (outputs["ours"] - outputs["official formulation"]).abs().max().item()
     print(f"BladeNet inference, {args.size}x{args.size}, batch 1, {args.threads} threads, {args.repeats} rounds")
     for name, measured in times.items():

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from deblurstack.engine.inference import predict
 from deblurstack.plugins.restormer import model as restormer
 
-from _matmul_floor import conv_rate, gemm_rate, macs
+from _matmul_floor import best_rate, meta_macs
 
 CL = torch.channels_last
 EXACT = 1e-5
@@ -171,10 +171,8 @@ def main() -> None:
             times[name].append(this_round[name])
             ratios[name].append(this_round[names[0]] / this_round[name])
 
-    with torch.device("meta"):  # the official formulation's convolutions and matmuls
-        meta_model, meta_image = restormer.Restormer().train(), torch.empty(1, 3, args.size, args.size)
-    multiply_adds = macs(lambda: meta_model(meta_image))
-    rate = max(gemm_rate(), conv_rate())  # oneDNN's 3x3 convolutions can beat torch.mm
+    multiply_adds = meta_macs(lambda: restormer.Restormer().train(), args.size)  # training mode: the official maths
+    rate = best_rate()
     floor = 2 * multiply_adds / rate
     load = os.getloadavg()
     print(
