@@ -497,11 +497,11 @@ class _Resolver:
         """What the trainer trains on (its ``training_splits()``), after checking the splits and parts it names;
         None when the config's trainer cannot be built (its problems are reported)."""
         default = [TrainingSplit(TRAIN_SPLIT, f"data.{TRAIN_SPLIT}")]
-        if self.config.data.get("train") is not None and (resolved.trainer is None or not self.trainer_checked):
-            return None
+        if self.config.data.get("train") is None:
+            return default
         trainer = self.built_trainer(resolved)
-        if trainer is None:
-            return default if resolved.trainer is None else None  # no trainer section, or its factory refused
+        if trainer is None:  # its node or its factory has problems, reported
+            return None
         declared = getattr(trainer, "training_splits", None)
         if declared is None:
             return default

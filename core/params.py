@@ -146,12 +146,12 @@ class Parameter:
                 return adapter.validate_python(_tuples(value), strict=True, context=context), None, ()
             except ValidationError as error:  # the problem with the list read as a tuple says more
                 first = error.errors()[0]
-        location, item = _location(value, first["loc"], first["type"] in ("missing", "extra_forbidden"))
+        named_key = first["type"] in ("missing", "extra_forbidden")  # the key itself is the problem
+        location, item = _location(value, first["loc"], named_key)
         if first["type"] == "value_error":  # a validator's own words (no such folder: ...) say it all
             return value, str(first["ctx"]["error"]), location
         message = first["msg"][0].lower() + first["msg"][1:]
         if location:  # the item's own key path says where; the whole value would bury it
-            named_key = first["type"] in ("missing", "extra_forbidden")  # the key itself is the problem
             return value, message if named_key else f"{message} (got {item!r})", location
         return value, f"{message} (expected {self.type_text}, got {value!r})", location
 

@@ -83,9 +83,9 @@ def evaluate(
     (the means are over the images scored).
     """
     distributed = distributed or Distributed()
+    # one pass gives the translated image too, where it is saved or kept for the grids
     has_translator = getattr(stack, "translator", None) is not None
-    if translated_to is not None and not has_translator:
-        raise ValueError("the stack has no translator, so there are no translated images to save")
+    both = with_translated(stack) if translated_to is not None or (keep_samples > 0 and has_translator) else None
     was_training = stack.training
     stack.eval()
     rows, samples, skipped = [], [], []
@@ -103,8 +103,8 @@ def evaluate(
             }
             aux = {k: v for k, v in batch.items() if k not in ("name", "input", "target")}
             translated = None
-            if has_translator and (translated_to is not None or len(samples) < keep_samples):
-                output, translated = predict(with_translated(stack), batch["input"], aux, tile=tile, overlap=overlap)
+            if both is not None and (translated_to is not None or len(samples) < keep_samples):
+                output, translated = predict(both, batch["input"], aux, tile=tile, overlap=overlap)
                 translated = translated.clamp(0, 1)
             else:
                 output = predict(stack, batch["input"], aux, tile=tile, overlap=overlap)

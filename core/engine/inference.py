@@ -56,7 +56,10 @@ def predict(
 
 def with_translated(stack: nn.Module) -> Callable[..., tuple[Tensor, Tensor]]:
     """``stack`` returning ``(deblurred, translated)`` from one pass: the translator's image is the one the priors
-    and the backbone saw (for :func:`predict`, which tiles both alike), without running the translator again."""
+    and the backbone saw (for :func:`predict`, which tiles both alike), without running the translator again.
+    Raises ``ValueError`` for a stack without a translator."""
+    if getattr(stack, "translator", None) is None:
+        raise ValueError("the stack has no translator, so there are no translated images to save")
 
     def both(image: Tensor, **aux: Tensor) -> tuple[Tensor, Tensor]:
         output = stack.run(image, aux)
@@ -120,8 +123,6 @@ def run_on_files(
     first unreadable file stops the run with an :class:`ImageError` naming it).
     """
     written, skipped = [], []
-    if save_translated and getattr(stack, "translator", None) is None:
-        raise ValueError("the stack has no translator, so there are no translated images to save")
     model = with_translated(stack) if save_translated else stack
     stack.eval()
     with torch.inference_mode():
