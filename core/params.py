@@ -144,8 +144,10 @@ class Parameter:
         if _tuples(value) != value or type(_tuples(value)) is not type(value):
             try:  # YAML has no tuples: accept a list where the hint says tuple
                 return adapter.validate_python(_tuples(value), strict=True, context=context), None, ()
-            except ValidationError as error:  # the problem with the list read as a tuple says more
-                first = error.errors()[0]
+            except ValidationError as error:  # the problem with the list read as a tuple says more ...
+                retried = error.errors()[0]
+                if retried["type"] != "list_type":  # ... unless a list that should stay one was made a tuple
+                    first = retried
         named_key = first["type"] in ("missing", "extra_forbidden")  # the key itself is the problem
         location, item = _location(value, first["loc"], named_key)
         if first["type"] == "value_error":  # a validator's own words (no such folder: ...) say it all
@@ -241,10 +243,12 @@ def _adapter(annotation: Any) -> Any:
         return None
     from pydantic import ConfigDict, TypeAdapter
 
-    try:
-        return TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
-    except Exception:  # a type pydantic cannot describe is not checked
-        return None
+    for config in (ConfigDict(arbitrary_types_allowed=True), None):  # a TypedDict or model brings its own config
+        try:
+            return TypeAdapter(annotation, config=config)
+        except Exception:
+            pass
+    return None  # a type pydantic cannot describe is not checked
 
 
 def _tuples(value: Any) -> Any:

@@ -451,6 +451,46 @@ def test_the_quickstart_runs_end_to_end_at_toy_size(tmp_path, capsys):
     assert config["train"]["val_split"] == "val"
 
 
+TOY_RECIPE = ["vars.pairs_per_photo=1", "vars.max_side=48"]
+
+
+def test_quickstart_data_made_by_another_recipe_is_refused_not_reused(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["quickstart", "--data-only", "--data", str(data), *TOY_RECIPE]) == 0
+    made = {p.name: p.stat().st_mtime_ns for p in (data / "train" / "input").iterdir()}
+    assert main(["quickstart", "--data-only", "--data", str(data), *TOY_RECIPE]) == 0  # same recipe: reused
+    assert {p.name: p.stat().st_mtime_ns for p in (data / "train" / "input").iterdir()} == made
+    capsys.readouterr()
+    # another blur would train on the old pairs without a word
+    assert main(["quickstart", "--data-only", "--data", str(data), *TOY_RECIPE, "vars.blur={type: defocus}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert f"{data / 'train'}: made by another quickstart recipe" in error and "--data" in error
+    assert {p.name: p.stat().st_mtime_ns for p in (data / "train" / "input").iterdir()} == made  # nothing lost
+    # a folder the quickstart did not finish (or an older version made) is not taken as this recipe's either
+    (data / "val" / "recipe.json").unlink()
+    assert main(["quickstart", "--data-only", "--data", str(data), *TOY_RECIPE]) == 2
+    assert f"{data / 'val'}: made by another quickstart recipe" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "problem"),
+    [
+        ("vars.seeds={train: 0, test: 1}", "vars.seeds.val", "field required"),
+        ("vars.pairs_per_photo=0", "vars.pairs_per_photo", "greater than or equal to 1"),
+        ("vars.max_side=abc", "vars.max_side", "valid integer"),
+        ("vars.test_photos=[]", "vars.test_photos", "at least 1 item"),
+        ("vars.test_photos=[chelsea, kitten]", "vars.test_photos.1", "kitten"),
+    ],
+)
+def test_a_bad_quickstart_recipe_is_one_line_naming_its_key(tmp_path, capsys, override, key, problem):
+    assert main(["quickstart", "--data-only", "--data", str(tmp_path / "data"), override]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert f"quickstart.yaml: {key}: " in error and problem in error.lower()
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.usefixtures("test_components")
 def test_an_ablation_trains_and_scores_every_variant_into_one_table(tmp_path, pairs, capsys):
     config = write_config(tmp_path / "tiny.yaml", pairs, iterations=2, val_every=0, save_every=0)

@@ -615,29 +615,19 @@ def quickstart(
     and score it on the held-out photos; returns the run folder (None with ``data_only``)."""
     from deblurstack.compose import resolve_node
     from deblurstack.config import load_config
-    from deblurstack.engine.prepare import EMBEDDED, EMBEDDED_PHOTOS, synthesize
+    from deblurstack.engine.prepare import QuickstartRecipe, quickstart_data
+    from deblurstack.params import Parameter
 
     config = EXAMPLES / "quickstart.yaml"
     data = Path(data)
     overrides = [f"vars.data={data}", *overrides]
     recipe = load_config(config, overrides).data["vars"]  # not resolved: the data folders do not exist yet
+    recipe, problem, location = Parameter("vars", QuickstartRecipe).check(recipe)
+    if problem:
+        raise ConfigError(f"{config}: {'.'.join(('vars', *location))}: {problem}")
     blur = resolve_node("synthesizer", recipe["blur"], "vars.blur", source=str(config)).build()
-    held_out = list(recipe["test_photos"])
-    training_photos = [n for n in EMBEDDED_PHOTOS if n not in held_out]
-    # validation (which picks best.pth) draws other pairs of the training photos: no choice is made on the test photos
-    splits = {"train": training_photos, "val": training_photos, "test": held_out}
-    for split, names in splits.items():
-        if not (data / split / "target").is_dir():
-            synthesize(
-                EMBEDDED,
-                data / split,
-                blur,
-                seed=recipe["seeds"][split],
-                per_image=1 if split == "val" else recipe["pairs_per_photo"],
-                max_side=recipe["max_side"],
-                names=names,
-            )
-    print(f"quickstart data: {data} (train and val: {', '.join(training_photos)}; test: {', '.join(held_out)})")
+    splits = quickstart_data(data, recipe, blur)
+    print(f"quickstart data: {data} (train and val: {', '.join(splits['train'])}; test: {', '.join(splits['test'])})")
     if data_only:
         return None
     folder = train(config, overrides, runs_dir=runs_dir, device="cpu")

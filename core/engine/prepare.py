@@ -1,16 +1,21 @@
 """Making and reshaping datasets: blur synthesis over a folder (``deblurstack synth``), the embedded
-default photos, and the GoPro-style pre-crop (``deblurstack crop``)."""
+default photos and the quickstart's data made from them, and the GoPro-style pre-crop (``deblurstack crop``)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
+from pydantic import Field
 from tqdm import tqdm
+from typing_extensions import TypedDict  # pydantic needs it instead of typing's before Python 3.12
 
 from deblurstack.data import ImageError, list_images, read_image, write_bytes_atomic, write_image
+from deblurstack.errors import ConfigError
 
 #: the real photos scikit-image ships (no download): the embedded default data
 EMBEDDED_PHOTOS = (
@@ -27,6 +32,22 @@ EMBEDDED_PHOTOS = (
     "rocket",
 )
 EMBEDDED = "skimage"
+
+
+class QuickstartSeeds(TypedDict):
+    train: int
+    val: int
+    test: int
+
+
+class QuickstartRecipe(TypedDict):
+    """What ``deblurstack quickstart`` synthesizes: the ``vars`` of examples/quickstart.yaml."""
+
+    blur: dict[str, Any]  # a synthesizer node
+    test_photos: Annotated[list[Literal[EMBEDDED_PHOTOS]], Field(min_length=1)]
+    pairs_per_photo: Annotated[int, Field(ge=1)]
+    max_side: Annotated[int, Field(ge=16)]
+    seeds: QuickstartSeeds
 
 
 def embedded_photos(max_side: int | None = 512, names: Sequence[str] = EMBEDDED_PHOTOS) -> dict[str, np.ndarray]:
@@ -75,6 +96,52 @@ def synthesize(
                 write_image(out / aux / f"{pair}.png", result[aux])
             written.append(pair)
     return written
+
+
+def quickstart_data(data: Path, recipe: QuickstartRecipe, blur: object) -> dict[str, list[str]]:
+    """Make ``data/{train,val,test}`` from the embedded photos as ``recipe`` says (``blur``: its built synthesizer);
+    returns the photos of each split. A :class:`ConfigError` when a split folder exists but this recipe did not
+    make it.
+
+    Each finished split holds a ``recipe.json`` stamp; a folder without it (another recipe, or a run killed while
+    synthesizing) is never reused or overwritten, so nothing trains on pairs the recipe does not describe."""
+    training = [name for name in EMBEDDED_PHOTOS if name not in recipe["test_photos"]]
+    # validation (which picks best.pth) draws other pairs of the training photos: no choice is made on the test photos
+    splits = {"train": training, "val": training, "test": list(recipe["test_photos"])}
+    stamps = {
+        split: json.dumps(
+            {
+                "blur": recipe["blur"],
+                "seed": recipe["seeds"][split],
+                "per_image": 1 if split == "val" else recipe["pairs_per_photo"],
+                "max_side": recipe["max_side"],
+                "names": names,
+            },
+            sort_keys=True,
+            indent=1,
+        )
+        for split, names in splits.items()
+    }
+    for split, stamp in stamps.items():  # every split is looked at before any is written
+        folder, made_by = data / split, data / split / "recipe.json"
+        if folder.exists() and not (made_by.is_file() and made_by.read_text() == stamp):
+            raise ConfigError(
+                f"{folder}: made by another quickstart recipe (or left unfinished); remove it or pass --data ELSEWHERE"
+            )
+    for split, stamp in stamps.items():
+        if not (data / split / "recipe.json").is_file():
+            settings = json.loads(stamp)
+            synthesize(
+                EMBEDDED,
+                data / split,
+                blur,
+                seed=settings["seed"],
+                per_image=settings["per_image"],
+                max_side=settings["max_side"],
+                names=settings["names"],
+            )
+            write_bytes_atomic(data / split / "recipe.json", stamp.encode())  # last: the split is complete
+    return splits
 
 
 def _sharp_items(
