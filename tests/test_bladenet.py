@@ -10,6 +10,7 @@ weights :func:`official_weights` makes and a 32 x 48 BGR input.
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from deblurstack.engine.checkpoints import load_training_state, seed_global_gene
 from deblurstack.plugins.bladenet.attention import attention_sum, dice_loss
 from deblurstack.plugins.bladenet.perception import cross_entropy
 from tests.official_weights import official_weights
+from tests.processes import install_killer, train_process, unequal_tensors
 
 OFFICIAL = Path(__file__).resolve().parent / "data" / "official"
 BLADENET = {"priors": [{"type": "lbp"}, {"type": "bsa"}], "backbone": {"type": "unet.bladenet"}}
@@ -230,6 +232,30 @@ def test_phases_alternate_train_only_their_parts_and_resume_bit_identical(tmp_pa
     assert "loss/priors.0.ce" in log and "loss/priors.1.dice" in log
 
 
+def test_a_phased_run_killed_in_the_middle_of_a_phase_resumes_bit_identical(tmp_path, installed):
+    """SIGKILL after the first step of the local phase (so the newest checkpoint is one batch into that phase's
+    stream of random crops), then halfway through writing a checkpoint one step into the second cycle's local
+    phase; resumed each time, the last checkpoint equals an uninterrupted run's in every tensor (weights, both
+    optimizers and schedulers, random states)."""
+    config = _phased_config(tmp_path, save_every=1, keep_last=10)
+    site = install_killer(installed)
+    whole = train_process(config, tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    run = tmp_path / "killed" / "bladenet_tiny"
+    died = train_process(config, tmp_path / "killed", kill="step:4", site=site)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pth"))[-1] == "step_00000003.pth"  # mid-phase
+    died = train_process(config, tmp_path / "killed", "--resume", kill="save:8", site=site)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    resumed = train_process(config, tmp_path / "killed", "--resume", site=site)  # from step 7: mid-phase again
+    assert resumed.returncode == 0, resumed.stderr
+    assert "step_00000007.pth at step 7" in (run / "train.log").read_text()
+    final = load_training_state(run / "checkpoints" / "step_00000008.pth")
+    straight = load_training_state(tmp_path / "whole" / "bladenet_tiny" / "checkpoints" / "step_00000008.pth")
+    different = unequal_tensors(straight, final)
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
+
+
 def _equal(a: object, b: object) -> bool:
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and torch.equal(a, b)
@@ -241,10 +267,6 @@ def _equal(a: object, b: object) -> bool:
 
 
 def test_two_torchrun_processes_train_the_phases_as_one_process_with_the_whole_batch(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     config = _phased_config(tmp_path)
     data = yaml.safe_load(config.read_text())
     for phase in data["train"]["phases"]:
@@ -252,18 +274,11 @@ def test_two_torchrun_processes_train_the_phases_as_one_process_with_the_whole_b
     config.write_text(yaml.safe_dump(data))
     # batch norm statistics differ across per-process batches by design
     norms = ["stack.priors.0.norm=none", "stack.priors.1.norm=none", "stack.backbone.norm=none"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "deblurstack", "train", str(config), *norms]
-    subprocess.run([*command, "--runs-dir", str(tmp_path / "one")], check=True, capture_output=True, env=env)
+    alone = train_process(config, tmp_path / "one", *norms)
+    assert alone.returncode == 0, alone.stderr
     halves = [f"train.phases.{i}.batch_size=2" for i in range(2)]
-    distributed = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    subprocess.run(
-        [*distributed, *command[1:], *halves, "--runs-dir", str(tmp_path / "two")],
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=300,
-    )
+    ranks = train_process(config, tmp_path / "two", *norms, *halves, processes=2)
+    assert ranks.returncode == 0, ranks.stderr
     one = load_training_state(tmp_path / "one" / "bladenet_tiny" / "checkpoints" / "step_00000004.pth")
     two = load_training_state(tmp_path / "two" / "bladenet_tiny" / "checkpoints" / "step_00000004.pth")
     for key, value in one["params"].items():

@@ -5,10 +5,8 @@ checkpointed, exact resume after SIGKILL, torchrun, config errors)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ from deblurstack.plugins.blur2blur.known_blur import KnownImages, Synthesizer
 from deblurstack.plugins.blur2blur.unpaired import UnpairedFolder
 from deblurstack.testing import check_component
 from tests.official_weights import official_weights
-from tests.test_training import KILLER, _tensors
+from tests.processes import install_killer, train_process, unequal_tensors
 
 OFFICIAL = Path(__file__).resolve().parent / "data" / "official"
 TRAIN_PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field"]
@@ -240,17 +238,10 @@ def test_an_official_discriminator_file_is_where_training_starts(tmp_path):
 
 def test_a_killed_adversarial_run_resumes_bit_identical(tmp_path, installed):
     config = write(tmp_path / "b2b.yaml", b2b_config(tmp_path, iterations=6, num_workers=1, deterministic=True))
-    site = installed("deblurstack-killer", {"killer": KILLER}, {"killer": "killer"})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    site = install_killer(installed)
 
     def train(folder: str, *extra: str, kill: str = "") -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "deblurstack", "train", str(config), "--runs-dir", str(tmp_path / folder), *extra],
-            capture_output=True,
-            text=True,
-            env={**env, "DEBLURSTACK_KILL": kill},
-            timeout=300,
-        )
+        return train_process(config, tmp_path / folder, *extra, kill=kill, site=site)
 
     assert train("whole").returncode == 0
     died = train("killed", kill="step:3")
@@ -259,7 +250,7 @@ def test_a_killed_adversarial_run_resumes_bit_identical(tmp_path, installed):
     assert resumed.returncode == 0, resumed.stderr
     whole = load_training_state(tmp_path / "whole" / "b2b" / "checkpoints" / "step_00000006.pth")
     final = load_training_state(tmp_path / "killed" / "b2b" / "checkpoints" / "step_00000006.pth")
-    different = [key for key, a, b in _tensors(whole, final) if not torch.equal(a, b)]
+    different = unequal_tensors(whole, final)
     assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
 
 
@@ -356,17 +347,10 @@ def test_adversarial_training_on_two_processes_matches_one_process(tmp_path):
     config = b2b_config(tmp_path, iterations=1, val_every=0, save_every=1)
     config["stack"]["translator"]["generator"] = {"type": "unet.tiny", "norm": "none"}  # no batch statistics
     path = write(tmp_path / "b2b.yaml", config)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    train = [sys.executable, "-m", "deblurstack", "train", str(path)]
-    subprocess.run([*train, "train.batch_size=2", "--runs-dir", str(tmp_path / "one")], check=True, env=env)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
-    subprocess.run(
-        [*torchrun, *train[2:], "train.batch_size=1", "--runs-dir", str(tmp_path / "two")],
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=300,
-    )
+    alone = train_process(path, tmp_path / "one", "train.batch_size=2")
+    assert alone.returncode == 0, alone.stderr
+    ranks = train_process(path, tmp_path / "two", "train.batch_size=1", processes=2)
+    assert ranks.returncode == 0, ranks.stderr
     one = load_training_state(tmp_path / "one" / "b2b" / "checkpoints" / "step_00000001.pth")
     two = load_training_state(tmp_path / "two" / "b2b" / "checkpoints" / "step_00000001.pth")
     before_norm = {"model.2.bias", "model.5.bias", "model.8.bias"}

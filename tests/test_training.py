@@ -27,6 +27,7 @@ from deblurstack.data import read_image, write_image
 from deblurstack.engine.checkpoints import Checkpoints, load_training_state
 from deblurstack.engine.prepare import EMBEDDED, synthesize
 from deblurstack.registry import get_plugin_manager
+from tests.processes import install_killer, train_process, unequal_tensors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -146,43 +147,6 @@ def test_tensorboard_logging_writes_scalars_and_images(tmp_path, pairs):
     assert tags["images"] == ["val/chelsea_0"]
 
 
-#: A plugin that kills its own process with SIGKILL at a chosen moment (``DEBLURSTACK_KILL=moment:step``):
-#: ``step`` after that training step, ``validation`` after that step's validation (before its checkpoint),
-#: ``save`` halfway through writing that step's checkpoint.
-KILLER = """
-import os, signal
-import torch
-from deblurstack import hookimpl
-
-MOMENT, _, STEP = os.environ.get("DEBLURSTACK_KILL", ":0").partition(":")
-STEP = int(STEP)
-_save = torch.save
-
-def _die():
-    os.kill(os.getpid(), signal.SIGKILL)
-
-def _partial_save(obj, file, *args, **kwargs):
-    if MOMENT == "save" and isinstance(obj, dict) and obj.get("step") == STEP:
-        _save(obj, file, *args, **kwargs)
-        file.truncate(file.tell() // 2)
-        file.flush()
-        _die()
-    return _save(obj, file, *args, **kwargs)
-
-torch.save = _partial_save
-
-@hookimpl
-def deblurstack_train_step_end(run, logs):
-    if MOMENT == "step" and run.step == STEP:
-        _die()
-
-@hookimpl
-def deblurstack_validation_end(run, metrics, samples):
-    if MOMENT == "validation" and run.step == STEP:
-        _die()
-"""
-
-
 def test_a_run_with_a_stochastic_prior_killed_three_times_resumes_bit_identical(tmp_path, pairs, installed):
     """SIGKILL mid-way between checkpoints, between a validation and its checkpoint, and during a checkpoint
     write; each time resumed: every tensor of the final checkpoint (weights, EMA, optimizer, random states) and
@@ -211,18 +175,10 @@ def test_a_run_with_a_stochastic_prior_killed_three_times_resumes_bit_identical(
     for split in ("train", "val"):
         data["data"][split]["aux"] = {"masks": {"type": "felzenszwalb", "scale": 20.0, "min_size": 20}}
     config.write_text(yaml.safe_dump(data))
-    site = installed("deblurstack-killer", {"killer": KILLER}, {"killer": "killer"})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "deblurstack", "train", str(config)]
+    site = install_killer(installed)
 
     def train(folder: str, *extra: str, kill: str = "") -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [*command, "--runs-dir", str(tmp_path / folder), *extra],
-            capture_output=True,
-            text=True,
-            env={**env, "DEBLURSTACK_KILL": kill},
-            timeout=300,
-        )
+        return train_process(config, tmp_path / folder, *extra, kill=kill, site=site)
 
     assert train("whole").returncode == 0
     run = tmp_path / "killed" / "tiny"
@@ -235,23 +191,9 @@ def test_a_run_with_a_stochastic_prior_killed_three_times_resumes_bit_identical(
     assert not list(run.glob("checkpoints/.*.tmp"))
     whole = load_training_state(tmp_path / "whole" / "tiny" / "checkpoints" / "step_00000030.pth")
     final = load_training_state(run / "checkpoints" / "step_00000030.pth")
-    different = [key for key, a, b in _tensors(whole, final) if not torch.equal(a, b)]
+    different = unequal_tensors(whole, final)
     assert not different, f"{len(different)} tensors differ, e.g. {different[:5]}"
     assert (run / "metrics.csv").read_text() == (tmp_path / "whole" / "tiny" / "metrics.csv").read_text()
-
-
-def _tensors(a: object, b: object, key: str = "") -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """Pairs of corresponding tensors in two nested checkpoints (which must have the same structure)."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), key
-        return [t for k in a for t in _tensors(a[k], b[k], f"{key}.{k}")]
-    if isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), key
-        return [t for i, (x, y) in enumerate(zip(a, b, strict=True)) for t in _tensors(x, y, f"{key}[{i}]")]
-    if isinstance(a, torch.Tensor):
-        return [(key, a, b)]
-    assert a == b, key
-    return []
 
 
 @pytest.mark.usefixtures("test_components")
@@ -378,45 +320,10 @@ def test_tiled_inference_matches_whole_image_inference(trained):
 def test_distributed_training_on_two_processes_matches_one_process(tmp_path, pairs):
     config = write_config(tmp_path / "tiny.yaml", pairs, iterations=8, val_every=4, save_every=8, log_every=1000)
     norm = "stack.backbone.norm=none"  # batch norm statistics differ across per-process batches by design
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deblurstack",
-            "train",
-            str(config),
-            norm,
-            "train.batch_size=4",
-            "--runs-dir",
-            str(tmp_path / "one"),
-        ],
-        check=True,
-        capture_output=True,
-        env=env,
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "deblurstack",
-            "train",
-            str(config),
-            norm,
-            "train.batch_size=2",
-            "--runs-dir",
-            str(tmp_path / "two"),
-        ],
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=300,
-    )
+    alone = train_process(config, tmp_path / "one", norm, "train.batch_size=4")
+    assert alone.returncode == 0, alone.stderr
+    ranks = train_process(config, tmp_path / "two", norm, "train.batch_size=2", processes=2)
+    assert ranks.returncode == 0, ranks.stderr
     one = load_training_state(tmp_path / "one" / "tiny" / "checkpoints" / "step_00000008.pth")
     two = load_training_state(tmp_path / "two" / "tiny" / "checkpoints" / "step_00000008.pth")
     for key, value in one["params"].items():
@@ -551,7 +458,7 @@ def test_the_trainer_example_of_the_hook_specs_trains_and_resumes_exactly(tmp_pa
     )
     first = load_training_state(whole / "checkpoints" / "step_00000004.pth")
     again = load_training_state(tmp_path / "cut" / "tiny" / "checkpoints" / "step_00000004.pth")
-    assert not [key for key, a, b in _tensors(first, again) if not torch.equal(a, b)]
+    assert not unequal_tensors(first, again)
 
 
 def _bad_images(folder: Path) -> dict[str, bytes]:
