@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from deblurstack import build_stack
+from deblurstack.checkpoint import load_state
 from deblurstack.errors import CheckpointError
 from deblurstack.plugins.blur2blur.discriminator import PatchGAN
 from deblurstack.plugins.blur2blur.losses import (
@@ -271,8 +273,9 @@ def test_vgg16_perceptual_equals_the_official_vgg_loss(vgg_file):
 def test_vgg16_features_are_post_relu_except_conv5_1_as_the_official_in_place_slices_give(vgg_file):
     loss = VGG16Perceptual(weights=str(vgg_file))
     torchvision_features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
-    torchvision_features.load_state_dict(
-        {k.removeprefix("features."): v for k, v in loss.state_dict().items()}, strict=False
+    file = {k.removeprefix("features."): v for k, v in torch.load(vgg_file, weights_only=True).items()}
+    torchvision_features[:25].load_state_dict(
+        {k: v for k, v in file.items() if k.split(".")[0].isdigit() and int(k.split(".")[0]) < 25}
     )
     image = rand(9, 1, 3, 32, 32)
     with torch.no_grad():
@@ -296,12 +299,12 @@ def test_vgg16_perceptual_has_torchvision_s_keys_and_checks_its_parameters():
     with pytest.warns(UserWarning, match="meaningless"):
         loss = VGG16Perceptual()
     keys = vgg_feature_keys()
-    assert {k: list(v.shape) for k, v in loss.state_dict().items()} == {
+    assert {k: list(v.shape) for k, v in loss.named_buffers()} == {
         k: v for k, v in keys.items() if int(k.split(".")[1]) <= 24
     }
     with pytest.warns(UserWarning):
         again = VGG16Perceptual()
-    pairs = zip(loss.parameters(), again.parameters(), strict=True)
+    pairs = zip(loss.buffers(), again.buffers(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)  # the random init is seeded
     with pytest.raises(ValueError, match="layer_weights"):
         VGG16Perceptual(layers=(3, 8), layer_weights=(1.0,))
@@ -309,6 +312,25 @@ def test_vgg16_perceptual_has_torchvision_s_keys_and_checks_its_parameters():
         VGG16Perceptual(layers=(8, 3), layer_weights=(1.0, 1.0))
     with pytest.raises(ValueError, match="halve"):
         loss([rand(0, 1, 3, 16, 16), rand(0, 1, 3, 20, 20)], rand(1, 1, 3, 40, 40))
+
+
+def test_the_vgg_moves_with_the_stack_but_is_not_in_its_checkpoints(vgg_file):
+    node = {
+        "stack": {
+            "backbone": {"type": "mimo_unet", "num_res": 1},
+            "losses": [{"type": "vgg16_perceptual", "weights": str(vgg_file)}],
+        }
+    }
+    stack = build_stack(node)
+    assert not [key for key in stack.state_dict() if key.startswith("losses.")]  # 40 MB saved per copy
+    assert not list(stack.losses.parameters()) and len(list(stack.losses.buffers())) == 22  # 11 convs, moved by .to
+    loss = next(iter(stack.losses.values())).loss
+    prediction, target = rand(0, 1, 3, 32, 32), rand(1, 1, 3, 32, 32)
+    expected = loss(prediction, target)
+    assert torch.allclose(loss.to(torch.float64)(prediction.double(), target.double()).float(), expected, rtol=1e-5)
+    again = build_stack(node)
+    load_state(again, stack.state_dict(), source="checkpoint")  # strict: nothing missing
+    assert torch.equal(next(iter(again.losses.values())).loss(prediction, target), expected)
 
 
 def test_vgg16_weights_that_are_not_plain_tensors_or_lack_a_layer_are_refused(tmp_path, vgg_file):

@@ -199,7 +199,9 @@ class VGG16Perceptual(Loss):
     mode="bilinear")``), and the scales are summed with equal weight (official ``perc1 + perc2 + perc3``, before
     the 0.8 of ``--lambda_Perc``); a single tensor is compared with the target.
 
-    The VGG is frozen (``requires_grad`` False) and always in eval mode. Nothing is downloaded.
+    The VGG is a constant (no parameters: its weights are non-persistent buffers, so they are not trained and not
+    saved in checkpoints; ``weights`` is read again when the stack is built) and always in eval mode. Nothing is
+    downloaded.
 
     Args:
         weights: torchvision's ImageNet ``vgg16-397923af.pth`` (a state dict with ``features.N.*`` keys), read with
@@ -235,7 +237,14 @@ class VGG16Perceptual(Loss):
             self._random_init()
         else:
             self._load(weights)
-        self.features.requires_grad_(False)
+        # constants read from `weights`: buffers, so they move with the stack, but not persistent ones, so the
+        # stack's checkpoints do not carry the VGG (40 MB, twice with EMA) and loading one never expects it
+        for conv in self.features:
+            if isinstance(conv, nn.Conv2d):
+                for name in ("weight", "bias"):
+                    value = getattr(conv, name).detach()
+                    delattr(conv, name)
+                    conv.register_buffer(name, value, persistent=False)
         self.features.eval()
 
     def _random_init(self) -> None:
