@@ -346,7 +346,7 @@ def test_the_quickstart_runs_end_to_end_at_toy_size(tmp_path, capsys):
     assert "| blurry input |" in out and "| output |" in out
     assert (tmp_path / "runs" / "quickstart" / "evaluation" / "summary.md").is_file()
     assert (tmp_path / "runs" / "quickstart" / "images" / "step_00000004.png").is_file()
-    assert len(list((tmp_path / "data" / "train" / "input").iterdir())) == 9
+    assert len(list((tmp_path / "data" / "train" / "input").iterdir())) == 14  # 16 photos, 2 held out
     # best.pth is picked on other pairs of the training photos, never on the held-out test photos
     assert sorted(p.name for p in (tmp_path / "data" / "val" / "input").iterdir()) == sorted(
         p.name for p in (tmp_path / "data" / "train" / "input").iterdir()
@@ -388,6 +388,8 @@ def test_quickstart_data_made_by_another_recipe_is_refused_not_reused(tmp_path, 
         ("vars.max_side=abc", "vars.max_side", "valid integer"),
         ("vars.test_photos=[]", "vars.test_photos", "at least 1 item"),
         ("vars.test_photos=[chelsea, kitten]", "vars.test_photos.1", "kitten"),
+        ("vars.photos=[astronaut, brick]", "vars.test_photos.0", "'chelsea' is not one of vars.photos"),
+        ("vars.photos=[coffee, chelsea]", "vars.photos", "nothing is left to train on"),
     ],
 )
 def test_a_bad_quickstart_recipe_is_one_line_naming_its_key(tmp_path, capsys, override, key, problem):

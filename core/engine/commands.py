@@ -625,6 +625,11 @@ def quickstart(
     recipe, problem, location = Parameter("vars", QuickstartRecipe).check(recipe)
     if problem:
         raise ConfigError(f"{config}: {'.'.join(('vars', *location))}: {problem}")
+    for index, name in enumerate(recipe["test_photos"]):
+        if name not in recipe["photos"]:
+            raise ConfigError(f"{config}: vars.test_photos.{index}: {name!r} is not one of vars.photos")
+    if set(recipe["photos"]) <= set(recipe["test_photos"]):
+        raise ConfigError(f"{config}: vars.photos: every photo is a test photo; nothing is left to train on")
     blur = resolve_node("synthesizer", recipe["blur"], "vars.blur", source=str(config)).build()
     splits = quickstart_data(data, recipe, blur)
     print(f"quickstart data: {data} (train and val: {', '.join(splits['train'])}; test: {', '.join(splits['test'])})")

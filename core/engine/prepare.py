@@ -31,6 +31,9 @@ EMBEDDED_PHOTOS = (
     "retina",
     "rocket",
 )
+#: more real photographs scikit-image ships (grayscale), outside the default set so that data made from it stay
+#: as they were; the quickstart trains on them too
+EXTRA_PHOTOS = ("clock", "coins", "moon", "page", "text")
 EMBEDDED = "skimage"
 
 
@@ -44,7 +47,8 @@ class QuickstartRecipe(TypedDict):
     """What ``deblurstack quickstart`` synthesizes: the ``vars`` of examples/quickstart.yaml."""
 
     blur: dict[str, Any]  # a synthesizer node
-    test_photos: Annotated[list[Literal[EMBEDDED_PHOTOS]], Field(min_length=1)]
+    photos: Annotated[list[Literal[EMBEDDED_PHOTOS + EXTRA_PHOTOS]], Field(min_length=2)]
+    test_photos: Annotated[list[Literal[EMBEDDED_PHOTOS + EXTRA_PHOTOS]], Field(min_length=1)]  # held out of photos
     pairs_per_photo: Annotated[int, Field(ge=1)]
     max_side: Annotated[int, Field(ge=16)]
     seeds: QuickstartSeeds
@@ -105,7 +109,7 @@ def quickstart_data(data: Path, recipe: QuickstartRecipe, blur: object) -> dict[
 
     Each finished split holds a ``recipe.json`` stamp; a folder without it (another recipe, or a run killed while
     synthesizing) is never reused or overwritten, so nothing trains on pairs the recipe does not describe."""
-    training = [name for name in EMBEDDED_PHOTOS if name not in recipe["test_photos"]]
+    training = [name for name in recipe["photos"] if name not in recipe["test_photos"]]
     # validation (which picks best.pth) draws other pairs of the training photos: no choice is made on the test photos
     splits = {"train": training, "val": training, "test": list(recipe["test_photos"])}
     stamps = {
