@@ -107,7 +107,9 @@ def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str, stri
         raise CheckpointError(f"{source} does not fit {type(module).__name__}: {'; '.join(problems)}")
     if any(value.is_meta for value in own.values()):
         return  # a module built on the meta device (config check) has no memory to load into: fitting is the check
-    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=strict)
+    # the checks above are the strict ones, against state_dict(): torch's own would also expect what a module keeps
+    # out of its state_dict (VGG16Perceptual's constants)
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
 def load_stack_weights(stack: nn.Module, path: str | Path, weights: str = "auto") -> str:

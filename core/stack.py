@@ -87,7 +87,8 @@ class Stack(nn.Module):
         self.train()
 
     def remap_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Accept a flat file from an official monolithic model (no ``backbone.``/``priors.`` prefixes).
+        """Accept a flat file from an official monolithic model (no ``backbone.``/``priors.`` prefixes), and a
+        checkpoint with loss weights the stack does not keep.
 
         Each prior that defines ``claim_state_dict(state) -> {file key: its own key}`` takes its
         weights (SAM-Deblur's ``pre_seg`` convolutions, BladeNet's ``maskNet``), and converts them
@@ -95,7 +96,9 @@ class Stack(nn.Module):
         backbone gets the rest, through its own ``remap_state_dict`` if it has one.
         """
         if any(key.startswith(STATE_PREFIXES) for key in state):
-            return state
+            # loss weights the stack no longer saves (constants read from a file, e.g. the VGG16 of older checkpoints)
+            own = self.state_dict()
+            return {k: v for k, v in state.items() if k in own or not k.startswith("losses.")}
         remaining, mapped = dict(state), {}
         for index, prior in enumerate(self.priors):
             claims = getattr(prior, "claim_state_dict", None)

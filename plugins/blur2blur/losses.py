@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -183,6 +183,12 @@ def _vgg16_features(depth: int) -> nn.Sequential:
     return nn.Sequential(*layers[:depth])
 
 
+def _without_features(module: nn.Module, state: dict[str, Tensor], prefix: str, metadata: Any) -> None:
+    """``state_dict`` post-hook: drop the VGG's weights (constants from a file) from the dict."""
+    for key in [k for k in state if k.startswith(f"{prefix}features.")]:
+        del state[key]
+
+
 class VGG16Perceptual(Loss):
     """Blur2Blur's perceptual loss: ``sum_i w_i * L1(phi_i(prediction), phi_i(target))``, frozen VGG16 features.
 
@@ -199,9 +205,8 @@ class VGG16Perceptual(Loss):
     mode="bilinear")``), and the scales are summed with equal weight (official ``perc1 + perc2 + perc3``, before
     the 0.8 of ``--lambda_Perc``); a single tensor is compared with the target.
 
-    The VGG is a constant (no parameters: its weights are non-persistent buffers, so they are not trained and not
-    saved in checkpoints; ``weights`` is read again when the stack is built) and always in eval mode. Nothing is
-    downloaded.
+    The VGG is frozen (``requires_grad`` False), always in eval mode, and left out of ``state_dict()`` (so out of
+    the stack's checkpoints: ``weights`` is read again when the stack is built). Nothing is downloaded.
 
     Args:
         weights: torchvision's ImageNet ``vgg16-397923af.pth`` (a state dict with ``features.N.*`` keys), read with
@@ -237,14 +242,10 @@ class VGG16Perceptual(Loss):
             self._random_init()
         else:
             self._load(weights)
-        # constants read from `weights`: buffers, so they move with the stack, but not persistent ones, so the
-        # stack's checkpoints do not carry the VGG (40 MB, twice with EMA) and loading one never expects it
-        for conv in self.features:
-            if isinstance(conv, nn.Conv2d):
-                for name in ("weight", "bias"):
-                    value = getattr(conv, name).detach()
-                    delattr(conv, name)
-                    conv.register_buffer(name, value, persistent=False)
+        self.features.requires_grad_(False)
+        # constants read from `weights` again whenever the stack is built: the stack's checkpoints need not carry
+        # them (40 MB, twice with EMA). Frozen parameters, not buffers, because DDP broadcasts buffers every step
+        self.register_state_dict_post_hook(_without_features)
         self.features.eval()
 
     def _random_init(self) -> None:
