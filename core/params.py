@@ -242,13 +242,14 @@ def _adapter(annotation: Any) -> Any:
     if annotation is EMPTY or annotation is Any:
         return None
     from pydantic import ConfigDict, TypeAdapter
+    from typing_extensions import is_typeddict
 
-    for config in (ConfigDict(arbitrary_types_allowed=True), None):  # a TypedDict or model brings its own config
-        try:
-            return TypeAdapter(annotation, config=config)
-        except Exception:
-            pass
-    return None  # a type pydantic cannot describe is not checked
+    try:  # a TypedDict brings its own config (pydantic refuses another)
+        return TypeAdapter(
+            annotation, config=None if is_typeddict(annotation) else ConfigDict(arbitrary_types_allowed=True)
+        )
+    except Exception:  # a type pydantic cannot describe is not checked
+        return None
 
 
 def _tuples(value: Any) -> Any:

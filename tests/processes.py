@@ -67,7 +67,7 @@ def train_process(
     when the killer plugin kills the process (``step:13``, ``validation:20``, ``save:30``)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DEBLURSTACK_KILL": kill}
     if site is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     launcher = [sys.executable, "-m"]
     if processes > 1:
         launcher += ["torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), "-m"]

@@ -367,6 +367,9 @@ def test_quickstart_data_made_by_another_recipe_is_refused_not_reused(tmp_path, 
     made = {p.name: p.stat().st_mtime_ns for p in (data / "train" / "input").iterdir()}
     assert main(["quickstart", "--data-only", "--data", str(data), *TOY_RECIPE]) == 0  # same recipe: reused
     assert {p.name: p.stat().st_mtime_ns for p in (data / "train" / "input").iterdir()} == made
+    same = "vars.blur.noise_sigma=[0, 0.01]"  # the recipe's [0.0, 0.01] written otherwise: still the same recipe
+    assert main(["quickstart", "--data-only", "--data", str(data), *TOY_RECIPE, same]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (data / "train" / "input").iterdir()} == made
     capsys.readouterr()
     # another blur would train on the old pairs without a word
     assert main(["quickstart", "--data-only", "--data", str(data), *TOY_RECIPE, "vars.blur={type: defocus}"]) == 2
@@ -390,6 +393,9 @@ def test_quickstart_data_made_by_another_recipe_is_refused_not_reused(tmp_path, 
         ("vars.test_photos=[chelsea, kitten]", "vars.test_photos.1", "kitten"),
         ("vars.photos=[astronaut, brick]", "vars.test_photos.0", "'chelsea' is not one of vars.photos"),
         ("vars.photos=[coffee, chelsea]", "vars.photos", "nothing is left to train on"),
+        ("vars.photos=[rocket, coffee, chelsea, rocket]", "vars.photos", "named more than once: rocket"),
+        ("vars.seeds.val=-1", "vars.seeds.val", "greater than or equal to 0"),
+        ("vars.pairs_per_phot=3", "vars.pairs_per_phot", "extra inputs are not permitted"),
     ],
 )
 def test_a_bad_quickstart_recipe_is_one_line_naming_its_key(tmp_path, capsys, override, key, problem):

@@ -630,7 +630,7 @@ def quickstart(
             raise ConfigError(f"{config}: vars.test_photos.{index}: {name!r} is not one of vars.photos")
     if set(recipe["photos"]) <= set(recipe["test_photos"]):
         raise ConfigError(f"{config}: vars.photos: every photo is a test photo; nothing is left to train on")
-    blur = resolve_node("synthesizer", recipe["blur"], "vars.blur", source=str(config)).build()
+    blur = resolve_node("synthesizer", recipe["blur"], "vars.blur", source=str(config))
     splits = quickstart_data(data, recipe, blur)
     print(f"quickstart data: {data} (train and val: {', '.join(splits['train'])}; test: {', '.join(splits['test'])})")
     if data_only:

@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import AfterValidator, ConfigDict, Field
 from tqdm import tqdm
-from typing_extensions import TypedDict  # pydantic needs it instead of typing's before Python 3.12
+from typing_extensions import NotRequired, TypedDict  # pydantic needs these, not typing's, before 3.12
 
 from deblurstack.data import ImageError, list_images, read_image, write_bytes_atomic, write_image
 from deblurstack.errors import ConfigError
+
+if TYPE_CHECKING:
+    from deblurstack.compose import ResolvedNode
 
 #: the real photos scikit-image ships (no download): the embedded default data
 EMBEDDED_PHOTOS = (
@@ -37,18 +40,33 @@ EXTRA_PHOTOS = ("clock", "coins", "moon", "page", "text")
 EMBEDDED = "skimage"
 
 
+def _unique(names: list[str]) -> list[str]:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"named more than once: {', '.join(repeated)}")
+    return names
+
+
+Seed = Annotated[int, Field(ge=0)]
+Photos = Annotated[list[Literal[EMBEDDED_PHOTOS + EXTRA_PHOTOS]], AfterValidator(_unique)]
+
+
 class QuickstartSeeds(TypedDict):
-    train: int
-    val: int
-    test: int
+    __pydantic_config__ = ConfigDict(extra="forbid")
+    train: Seed
+    val: Seed
+    test: Seed
 
 
 class QuickstartRecipe(TypedDict):
-    """What ``deblurstack quickstart`` synthesizes: the ``vars`` of examples/quickstart.yaml."""
+    """What ``deblurstack quickstart`` synthesizes: the ``vars`` of examples/quickstart.yaml (no other keys, so a
+    misspelt one is refused rather than ignored)."""
 
+    __pydantic_config__ = ConfigDict(extra="forbid")
+    data: NotRequired[str]  # where the pairs go (the command sets it)
     blur: dict[str, Any]  # a synthesizer node
-    photos: Annotated[list[Literal[EMBEDDED_PHOTOS + EXTRA_PHOTOS]], Field(min_length=2)]
-    test_photos: Annotated[list[Literal[EMBEDDED_PHOTOS + EXTRA_PHOTOS]], Field(min_length=1)]  # held out of photos
+    photos: Annotated[Photos, Field(min_length=2)]
+    test_photos: Annotated[Photos, Field(min_length=1)]  # held out of photos
     pairs_per_photo: Annotated[int, Field(ge=1)]
     max_side: Annotated[int, Field(ge=16)]
     seeds: QuickstartSeeds
@@ -102,10 +120,10 @@ def synthesize(
     return written
 
 
-def quickstart_data(data: Path, recipe: QuickstartRecipe, blur: object) -> dict[str, list[str]]:
-    """Make ``data/{train,val,test}`` from the embedded photos as ``recipe`` says (``blur``: its built synthesizer);
-    returns the photos of each split. A :class:`ConfigError` when a split folder exists but this recipe did not
-    make it.
+def quickstart_data(data: Path, recipe: QuickstartRecipe, blur: ResolvedNode) -> dict[str, list[str]]:
+    """Make ``data/{train,val,test}`` from the embedded photos as ``recipe`` says (``blur``: its resolved synthesizer
+    node); returns the photos of each split. A :class:`ConfigError` when a split folder exists but this recipe did
+    not make it.
 
     Each finished split holds a ``recipe.json`` stamp; a folder without it (another recipe, or a run killed while
     synthesizing) is never reused or overwritten, so nothing trains on pairs the recipe does not describe."""
@@ -115,7 +133,7 @@ def quickstart_data(data: Path, recipe: QuickstartRecipe, blur: object) -> dict[
     stamps = {
         split: json.dumps(
             {
-                "blur": recipe["blur"],
+                "blur": blur.to_dict(),  # every parameter written out: a changed default is another recipe
                 "seed": recipe["seeds"][split],
                 "per_image": 1 if split == "val" else recipe["pairs_per_photo"],
                 "max_side": recipe["max_side"],
@@ -132,13 +150,14 @@ def quickstart_data(data: Path, recipe: QuickstartRecipe, blur: object) -> dict[
             raise ConfigError(
                 f"{folder}: made by another quickstart recipe (or left unfinished); remove it or pass --data ELSEWHERE"
             )
+    synthesizer = blur.build()
     for split, stamp in stamps.items():
         if not (data / split / "recipe.json").is_file():
             settings = json.loads(stamp)
             synthesize(
                 EMBEDDED,
                 data / split,
-                blur,
+                synthesizer,
                 seed=settings["seed"],
                 per_image=settings["per_image"],
                 max_side=settings["max_side"],
