@@ -23,6 +23,7 @@ splits and ``metrics`` columns.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import functools
 import inspect
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, ValidationInfo
+from typing_extensions import is_typeddict
 
 EMPTY = inspect.Parameter.empty
 
@@ -141,13 +143,12 @@ class Parameter:
             return adapter.validate_python(value, strict=True, context=context), None, ()
         except ValidationError as error:
             first = error.errors()[0]
-        if _tuples(value) != value or type(_tuples(value)) is not type(value):
+        hinted = _tuples(self.annotation, value)
+        if hinted != value:  # (a tuple never equals a list)
             try:  # YAML has no tuples: accept a list where the hint says tuple
-                return adapter.validate_python(_tuples(value), strict=True, context=context), None, ()
-            except ValidationError as error:  # the problem with the list read as a tuple says more ...
-                retried = error.errors()[0]
-                if retried["type"] != "list_type":  # ... unless a list that should stay one was made a tuple
-                    first = retried
+                return adapter.validate_python(hinted, strict=True, context=context), None, ()
+            except ValidationError as error:  # the problem with the lists read as tuples says more
+                first = error.errors()[0]
         named_key = first["type"] in ("missing", "extra_forbidden")  # the key itself is the problem
         location, item = _location(value, first["loc"], named_key)
         if first["type"] == "value_error":  # a validator's own words (no such folder: ...) say it all
@@ -242,7 +243,6 @@ def _adapter(annotation: Any) -> Any:
     if annotation is EMPTY or annotation is Any:
         return None
     from pydantic import ConfigDict, TypeAdapter
-    from typing_extensions import is_typeddict
 
     try:  # a TypedDict brings its own config (pydantic refuses another)
         return TypeAdapter(
@@ -252,11 +252,27 @@ def _adapter(annotation: Any) -> Any:
         return None
 
 
-def _tuples(value: Any) -> Any:
+def _tuples(hint: Any, value: Any) -> Any:
+    """``value`` with YAML's lists made tuples where ``hint`` asks for a tuple, also inside lists, mappings,
+    TypedDicts, ``Annotated`` and unions; the lists it wants as lists stay lists."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated or (origin is not None and getattr(origin, "_name", "") in ("Required", "NotRequired")):
+        return _tuples(arguments[0], value)
+    if origin in (typing.Union, types.UnionType):  # the first member that reads the value otherwise
+        return next((c for c in (_tuples(member, value) for member in arguments) if c != value), value)
     if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
+        if hint is tuple or origin is tuple:
+            variadic = len(arguments) == 2 and arguments[1] is Ellipsis
+            items = [arguments[0]] * len(value) if variadic else list(arguments) or [Any] * len(value)
+            return tuple(_tuples(h, v) for h, v in zip(items, value, strict=False)) + tuple(value[len(items) :])
+        if origin in (list, collections.abc.Sequence) and arguments:
+            return [_tuples(arguments[0], item) for item in value]
     if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
+        if is_typeddict(hint):
+            hints = typing.get_type_hints(hint, include_extras=True)
+            return {key: _tuples(hints.get(key, Any), item) for key, item in value.items()}
+        if origin in (dict, collections.abc.Mapping) and len(arguments) == 2:
+            return {key: _tuples(arguments[1], item) for key, item in value.items()}
     return value
 
 

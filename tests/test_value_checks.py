@@ -12,9 +12,11 @@ import pytest
 import yaml
 from pydantic import Field
 from torch import nn
+from typing_extensions import NotRequired, TypedDict
 
 from deblurstack import BackboneRecord, hookimpl
 from deblurstack.cli import main
+from deblurstack.params import Parameter
 
 #: stands for the test's data folder in the nodes below (a real folder, made by ``data_root``)
 ROOT = "<root>"
@@ -485,3 +487,28 @@ def test_a_third_party_backbone_declares_its_constraint_once(tmp_path, data_root
     config["stack"]["backbone"]["width"] = 1
     code, lines, out = check(write_config(tmp_path, data_root, config), capsys)
     assert code == 0 and lines == [] and "width: 1" in out
+
+
+class _Options(TypedDict):
+    betas: tuple[float, float]
+    names: list[str]
+    pairs: NotRequired[list[tuple[int, int]]]
+
+
+@pytest.mark.parametrize(
+    ("hint", "value", "expected"),
+    [
+        (list[tuple[int, int]], [[1, 2], [3, 4]], [(1, 2), (3, 4)]),
+        (_Options, {"betas": [0.9, 0.99], "names": ["a"]}, {"betas": (0.9, 0.99), "names": ["a"]}),
+        (
+            _Options,
+            {"betas": [0.9, 0.99], "names": [], "pairs": [[1, 2]]},
+            {"betas": (0.9, 0.99), "names": [], "pairs": [(1, 2)]},
+        ),
+        (dict[str, tuple[int, ...]] | None, {"a": [1, 2, 3]}, {"a": (1, 2, 3)}),
+    ],
+)
+def test_yaml_lists_become_tuples_only_where_the_hint_says_tuple(hint, value, expected):
+    # YAML has no tuples; a hint that mixes lists and tuples used to refuse every value read from YAML
+    checked, problem, _ = Parameter("x", hint).check(value)
+    assert problem is None and checked == expected  # (a tuple never equals a list)
