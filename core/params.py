@@ -268,12 +268,24 @@ def _tuples(hint: Any, value: Any) -> Any:
         if origin in (list, collections.abc.Sequence) and arguments:
             return [_tuples(arguments[0], item) for item in value]
     if isinstance(value, dict):
-        if is_typeddict(hint):
-            hints = typing.get_type_hints(hint, include_extras=True)
-            return {key: _tuples(hints.get(key, Any), item) for key, item in value.items()}
+        fields = _field_hints(hint)
+        if fields is not None:
+            return {key: _tuples(fields.get(key, Any), item) for key, item in value.items()}
         if origin in (dict, collections.abc.Mapping) and len(arguments) == 2:
             return {key: _tuples(arguments[1], item) for key, item in value.items()}
     return value
+
+
+def _field_hints(hint: Any) -> dict[str, Any] | None:
+    """The fields' hints of a TypedDict, dataclass or pydantic model (what a YAML mapping is validated as)."""
+    if not isinstance(hint, type):
+        return None
+    if is_typeddict(hint) or dataclasses.is_dataclass(hint):
+        return typing.get_type_hints(hint, include_extras=True)
+    model_fields = getattr(hint, "model_fields", None)  # a pydantic model
+    if isinstance(model_fields, dict):
+        return {name: field.rebuild_annotation() for name, field in model_fields.items()}
+    return None
 
 
 __all__ = [
