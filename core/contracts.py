@@ -231,6 +231,27 @@ def inference_fast_path(module: nn.Module) -> bool:
     return not (module.training or torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
 
 
+def folded_batch_norm(conv: nn.Conv2d, norm: nn.Module) -> tuple[Tensor, Tensor | None]:
+    """Weight and bias of ``norm(conv(x))`` as one convolution, with ``norm``'s eval-mode statistics (a fast path's
+    BatchNorm folding); any ``norm`` that is not a BatchNorm2d (an Identity) leaves the convolution as it is.
+
+    Example::
+
+        import torch.nn.functional as F
+        from deblurstack import folded_batch_norm, inference_fast_path
+
+        def forward(self, x):
+            if inference_fast_path(self):
+                return F.conv2d(x, *folded_batch_norm(self.conv, self.norm), padding=1).relu_()
+            return self.norm(self.conv(x)).relu()
+    """
+    if not isinstance(norm, nn.BatchNorm2d):
+        return conv.weight, conv.bias
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    bias = -norm.running_mean if conv.bias is None else conv.bias - norm.running_mean
+    return conv.weight * scale.view(-1, 1, 1, 1), bias * scale + norm.bias
+
+
 def image_residual(output: Tensor, inputs: Tensor) -> Tensor:
     """Global residual on the image channels only: ``output + inputs[:, :output channels]``."""
     return output + inputs[:, : output.shape[1]]
@@ -250,6 +271,7 @@ __all__ = [
     "Synthesizer",
     "Translator",
     "image_residual",
+    "folded_batch_norm",
     "inference_fast_path",
     "pad_to_multiple",
 ]

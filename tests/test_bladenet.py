@@ -308,7 +308,8 @@ def test_the_bladenet_examples_and_every_variant_pass_the_config_check(tmp_path,
 
 
 def test_the_inference_fast_path_equals_the_layers_autograd_runs():
-    stack = build_stack({"stack": {"priors": [{"type": "lbp.tiny"}], "backbone": {"type": "unet.small"}}}).eval()
+    priors = [{"type": "lbp.tiny"}, {"type": "bsa", "points": ["decoder_s1", "decoder_s2"]}]
+    stack = build_stack({"stack": {"priors": priors, "backbone": {"type": "unet.small"}}}).eval()
     generator = torch.Generator().manual_seed(0)
     for module in stack.modules():
         if isinstance(module, torch.nn.BatchNorm2d):  # folding the identity would prove nothing

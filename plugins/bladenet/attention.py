@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from deblurstack import ConfigError, Prior, PriorOutput
+from deblurstack import ConfigError, Prior, PriorOutput, folded_batch_norm, inference_fast_path
 
 #: the official SAUp blocks by the insertion point they sit at in ``unet.bladenet``
 OFFICIAL_BLOCKS = {"deblurNet.up2.": "decoder_s4", "deblurNet.up3.": "decoder_s2", "deblurNet.up4.": "decoder_s1"}
@@ -43,7 +43,19 @@ class SpatialAttention(nn.Module):
         self.conv1 = nn.Conv2d(channels, 1, kernel_size=7, padding=3)
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.conv1(features).sigmoid()
+        if not inference_fast_path(self):
+            return self.conv1(features).sigmoid()
+        # oneDNN runs a convolution to one channel far below its rate (about 13 GFLOP/s here): compute the 49 taps'
+        # channel sums as one 1x1 convolution (a GEMM), then add the 49 shifted planes (benchmarks/README.md)
+        size = self.conv1.kernel_size[0]
+        taps = F.conv2d(features, self.conv1.weight.permute(2, 3, 0, 1).reshape(size * size, -1, 1, 1))
+        taps = F.pad(taps, [size // 2] * 4)
+        height, width = features.shape[-2:]
+        total = taps[:, 0:1, :height, :width] + self.conv1.bias.view(1, 1, 1, 1)
+        for tap in range(1, size * size):
+            row, column = divmod(tap, size)
+            total = total + taps[:, tap : tap + 1, row : row + height, column : column + width]
+        return total.sigmoid_()
 
 
 class AttentionBlock(nn.Module):
@@ -63,7 +75,13 @@ class AttentionBlock(nn.Module):
         self.sa1 = SpatialAttention(channels)
 
     def forward(self, features: Tensor, maps: list[Tensor]) -> Tensor:
-        refined = self.conv1.double_conv(features)
+        if inference_fast_path(self):  # BatchNorm folded into the convolutions
+            layers = self.conv1.double_conv
+            refined = features
+            for conv, norm in ((layers[0], layers[1]), (layers[3], layers[4])):
+                refined = F.conv2d(refined, *folded_batch_norm(conv, norm), padding=1).relu_()
+        else:
+            refined = self.conv1.double_conv(features)
         attention = self.sa1(refined)
         maps.append(attention)
         return refined * attention

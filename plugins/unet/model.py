@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from deblurstack import Backbone, Guidance, image_residual, inference_fast_path, pad_to_multiple
+from deblurstack import Backbone, Guidance, folded_batch_norm, image_residual, inference_fast_path, pad_to_multiple
 
 Channels = Annotated[int, Field(ge=1, le=4096)]
 
@@ -56,14 +56,6 @@ class DoubleConv(nn.Module):
         for conv, norm in ((self.double_conv[0], self.double_conv[1]), (self.double_conv[3], self.double_conv[4])):
             x = F.conv2d(x, *folded_batch_norm(conv, norm), padding=1).relu_()  # BN folded into the conv
         return x
-
-
-def folded_batch_norm(conv: nn.Conv2d, norm: nn.Module) -> tuple[Tensor, Tensor]:
-    """Weight and bias of ``norm(conv(x))`` as one convolution (eval-mode statistics)."""
-    if not isinstance(norm, nn.BatchNorm2d):
-        return conv.weight, conv.bias
-    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-    return conv.weight * scale.view(-1, 1, 1, 1), (conv.bias - norm.running_mean) * scale + norm.bias
 
 
 class Down(nn.Module):
