@@ -232,24 +232,29 @@ def inference_fast_path(module: nn.Module) -> bool:
 
 
 def folded_batch_norm(conv: nn.Conv2d, norm: nn.Module) -> tuple[Tensor, Tensor | None]:
-    """Weight and bias of ``norm(conv(x))`` as one convolution, with ``norm``'s eval-mode statistics (a fast path's
-    BatchNorm folding); any ``norm`` that is not a BatchNorm2d (an Identity) leaves the convolution as it is.
+    """Weight and bias of ``norm(conv(x))`` as one convolution with ``conv``'s other settings, from ``norm``'s
+    running statistics (a fast path's BatchNorm folding); an ``nn.Identity`` norm leaves the convolution as it is.
 
     Example::
 
         import torch.nn.functional as F
         from deblurstack import folded_batch_norm, inference_fast_path
 
-        def forward(self, x):
+        def forward(self, x):  # self.conv: a 3x3 nn.Conv2d with padding 1, self.norm: its nn.BatchNorm2d
             if inference_fast_path(self):
                 return F.conv2d(x, *folded_batch_norm(self.conv, self.norm), padding=1).relu_()
             return self.norm(self.conv(x)).relu()
     """
-    if not isinstance(norm, nn.BatchNorm2d):
+    if isinstance(norm, nn.Identity):
         return conv.weight, conv.bias
-    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    if not isinstance(norm, (nn.BatchNorm2d, nn.SyncBatchNorm)) or norm.running_var is None:
+        raise TypeError(f"folded_batch_norm folds a BatchNorm2d with running statistics, not {norm!r}")
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
     bias = -norm.running_mean if conv.bias is None else conv.bias - norm.running_mean
-    return conv.weight * scale.view(-1, 1, 1, 1), bias * scale + norm.bias
+    bias = bias * scale if norm.bias is None else bias * scale + norm.bias
+    return conv.weight * scale.view(-1, 1, 1, 1), bias
 
 
 def image_residual(output: Tensor, inputs: Tensor) -> Tensor:

@@ -143,12 +143,16 @@ class Parameter:
             return adapter.validate_python(value, strict=True, context=context), None, ()
         except ValidationError as error:
             first = error.errors()[0]
-        hinted = _tuples(self.annotation, value)
-        if hinted != value:  # (a tuple never equals a list)
-            try:  # YAML has no tuples: accept a list where the hint says tuple
-                return adapter.validate_python(hinted, strict=True, context=context), None, ()
-            except ValidationError as error:  # the problem with the lists read as tuples says more
-                first = error.errors()[0]
+        # YAML has no tuples: accept lists where the hint says tuple; the hint-guided reading first, then every list
+        # as a tuple (for what the guide cannot follow: a union's other member, a generic alias)
+        hinted, tupled = _tuples(self.annotation, value), _all_tuples(value)
+        candidates = [hinted] if hinted != value else []  # (a tuple never equals a list)
+        for candidate in candidates + ([tupled] if tupled not in (value, hinted) else []):
+            try:
+                return adapter.validate_python(candidate, strict=True, context=context), None, ()
+            except ValidationError as error:  # the hinted reading's problem says more
+                if candidate is hinted:
+                    first = error.errors()[0]
         named_key = first["type"] in ("missing", "extra_forbidden")  # the key itself is the problem
         location, item = _location(value, first["loc"], named_key)
         if first["type"] == "value_error":  # a validator's own words (no such folder: ...) say it all
@@ -273,6 +277,14 @@ def _tuples(hint: Any, value: Any) -> Any:
             return {key: _tuples(fields.get(key, Any), item) for key, item in value.items()}
         if origin in (dict, collections.abc.Mapping) and len(arguments) == 2:
             return {key: _tuples(arguments[1], item) for key, item in value.items()}
+    return value
+
+
+def _all_tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_all_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _all_tuples(v) for k, v in value.items()}
     return value
 
 

@@ -88,7 +88,7 @@ class Stack(nn.Module):
 
     def remap_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """Accept a flat file from an official monolithic model (no ``backbone.``/``priors.`` prefixes), and a
-        checkpoint with loss weights the stack does not keep.
+        checkpoint with weights that a module now keeps out of the state dict.
 
         Each prior that defines ``claim_state_dict(state) -> {file key: its own key}`` takes its
         weights (SAM-Deblur's ``pre_seg`` convolutions, BladeNet's ``maskNet``), and converts them
@@ -96,9 +96,11 @@ class Stack(nn.Module):
         backbone gets the rest, through its own ``remap_state_dict`` if it has one.
         """
         if any(key.startswith(STATE_PREFIXES) for key in state):
-            # loss weights the stack no longer saves (constants read from a file, e.g. the VGG16 of older checkpoints)
-            own = self.state_dict()
-            return {k: v for k, v in state.items() if k in own or not k.startswith("losses.")}
+            # weights a module keeps out of the state dict (VGG16Perceptual's constants, read from a file), which
+            # older checkpoints carry
+            saved = self.state_dict()
+            hidden = {k for k, _ in [*self.named_parameters(), *self.named_buffers()] if k not in saved}
+            return {k: v for k, v in state.items() if k not in hidden}
         remaining, mapped = dict(state), {}
         for index, prior in enumerate(self.priors):
             claims = getattr(prior, "claim_state_dict", None)

@@ -334,6 +334,8 @@ def test_the_vgg_moves_with_the_stack_but_is_not_in_its_checkpoints(vgg_file):
     features = loss.features.state_dict()
     older = {**stack.state_dict(), **{f"losses.vgg16_perceptual.loss.features.{k}": v for k, v in features.items()}}
     load_state(again, older, source="older checkpoint")
+    with pytest.raises(CheckpointError, match="unexpected keys: losses.other.weight"):  # only hidden keys are dropped
+        load_state(again, {**stack.state_dict(), "losses.other.weight": torch.zeros(1)}, source="another stack's")
 
 
 def test_vgg16_weights_that_are_not_plain_tensors_or_lack_a_layer_are_refused(tmp_path, vgg_file):

@@ -270,3 +270,26 @@ def test_a_whole_stack_checkpoint_loads_our_files_and_flat_official_ones(tmp_pat
                 }
             }
         )
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("conv_bias", [True, False])
+def test_folded_batch_norm_is_the_norm_after_the_convolution(affine, conv_bias):
+    from torch import nn
+
+    from deblurstack import folded_batch_norm
+
+    torch.manual_seed(0)
+    conv, norm = nn.Conv2d(4, 6, 3, padding=1, bias=conv_bias), nn.BatchNorm2d(6, affine=affine).eval()
+    norm.running_mean.uniform_(-1, 1)
+    norm.running_var.uniform_(0.5, 2)
+    if affine:
+        nn.init.uniform_(norm.weight, 0.5, 1.5)
+        nn.init.uniform_(norm.bias, -1, 1)
+    x = torch.rand(2, 4, 9, 7)
+    with torch.no_grad():
+        folded = torch.nn.functional.conv2d(x, *folded_batch_norm(conv, norm), padding=1)
+        assert torch.allclose(folded, norm(conv(x)), atol=1e-5)
+        assert folded_batch_norm(conv, nn.Identity())[0] is conv.weight
+    with pytest.raises(TypeError, match="GroupNorm"):  # another norm is not silently dropped
+        folded_batch_norm(conv, nn.GroupNorm(2, 6))

@@ -506,6 +506,7 @@ class _Options(TypedDict):
             {"betas": (0.9, 0.99), "names": [], "pairs": [(1, 2)]},
         ),
         (dict[str, tuple[int, ...]] | None, {"a": [1, 2, 3]}, {"a": (1, 2, 3)}),
+        (tuple[int, int] | tuple[tuple[int, int], ...], [[1, 2], [3, 4]], ((1, 2), (3, 4))),  # the second member
     ],
 )
 def test_yaml_lists_become_tuples_only_where_the_hint_says_tuple(hint, value, expected):

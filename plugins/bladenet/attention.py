@@ -51,10 +51,10 @@ class SpatialAttention(nn.Module):
         taps = F.conv2d(features, self.conv1.weight.permute(2, 3, 0, 1).reshape(size * size, -1, 1, 1))
         taps = F.pad(taps, [size // 2] * 4)
         height, width = features.shape[-2:]
-        total = taps[:, 0:1, :height, :width] + self.conv1.bias.view(1, 1, 1, 1)
+        total = taps[:, 0:1, :height, :width] + self.conv1.bias.to(taps.dtype).view(1, 1, 1, 1)
         for tap in range(1, size * size):
             row, column = divmod(tap, size)
-            total = total + taps[:, tap : tap + 1, row : row + height, column : column + width]
+            total.add_(taps[:, tap : tap + 1, row : row + height, column : column + width])
         return total.sigmoid_()
 
 
