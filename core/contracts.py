@@ -275,8 +275,8 @@ __all__ = [
     "Stochastic",
     "Synthesizer",
     "Translator",
-    "image_residual",
     "folded_batch_norm",
+    "image_residual",
     "inference_fast_path",
     "pad_to_multiple",
 ]
