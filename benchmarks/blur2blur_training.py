@@ -14,7 +14,9 @@ KernelWizard; random weights, which do not change the time). Rounds of both alte
 second give the ratio (goal >= 3 at batch 8, 256 x 256). Then inference: translator + deblurrer (NAFNet-w32)
 against the deblurrer alone, eval mode without autograd.
 
-    python benchmarks/blur2blur_training.py [--size 256] [--batch 8] [--rounds 3]
+``--channels-last`` runs ours as the trainer's ``channels_last: true`` does: networks and batches in that layout.
+
+    python benchmarks/blur2blur_training.py [--size 256] [--batch 8] [--rounds 3] [--channels-last]
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from deblurstack.plugins.blur2blur.losses import (
 
 
 class Networks:
-    def __init__(self) -> None:
+    def __init__(self, channels_last: bool = False) -> None:
         torch.manual_seed(0)
         self.translator = build_stack(
             {"stack": {"translator": {"type": "blur2blur"}, "backbone": {"type": "unet.tiny"}}}
@@ -46,6 +48,9 @@ class Networks:
         self.discriminator = PatchGAN(norm="instance")
         self.perceptual = VGG16Perceptual()
         self.kernel_wizard = KernelWizard().eval()
+        if channels_last:
+            for network in (self.translator, self.discriminator, self.perceptual, self.kernel_wizard):
+                network.to(memory_format=torch.channels_last)
         self.g_optimizer = torch.optim.Adam(self.translator.parameters(), 2e-4, betas=(0.5, 0.999))
         self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), 2e-4, betas=(0.5, 0.999))
 
@@ -69,14 +74,14 @@ class Networks:
         self.discriminator.requires_grad_(True)
 
 
-def images_per_second(networks: Networks, batch: dict[str, torch.Tensor], official: bool) -> float:
+def images_per_second(networks: dict[bool, Networks], batch: dict[str, torch.Tensor], official: bool) -> float:
     count = batch["input"].shape[0]
     start = time.perf_counter()
     if official:
         for i in range(count):
-            networks.step({k: v[i : i + 1] for k, v in batch.items()}, official=True)
+            networks[True].step({k: v[i : i + 1] for k, v in batch.items()}, official=True)
     else:
-        networks.step(batch, official=False)
+        networks[False].step(batch, official=False)
     return count / (time.perf_counter() - start)
 
 
@@ -101,24 +106,29 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of each (after one warm-up each)")
     parser.add_argument("--repeats", type=int, default=5, help="inference repeats")
+    parser.add_argument("--channels-last", action="store_true", help="ours in channels_last (the trainer's option)")
     args = parser.parse_args()
 
-    networks = Networks()
+    networks = {True: Networks(), False: Networks(args.channels_last)}
     generator = torch.Generator().manual_seed(0)
     batch = {
         k: torch.rand(args.batch, 3, args.size, args.size, generator=generator)
         for k in ("input", "sharp", "known_sharp", "known_blur")
     }
+    layouts = {True: batch, False: batch}
+    if args.channels_last:
+        layouts[False] = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
     rates: dict[bool, list[float]] = {True: [], False: []}
     for official in (True, False):  # warm-up
-        images_per_second(networks, batch, official)
+        images_per_second(networks, layouts[official], official)
     for _ in range(args.rounds):
         for official in (True, False):
-            rates[official].append(images_per_second(networks, batch, official))
+            rates[official].append(images_per_second(networks, layouts[official], official))
     official, ours = statistics.median(rates[True]), statistics.median(rates[False])
     print(f"training at {args.size}x{args.size}, {torch.get_num_threads()} threads, {args.rounds} rounds (median):")
     print(f"  official batch-1 loop: {official:.3f} images/s")
-    print(f"  ours at batch {args.batch}:      {ours:.3f} images/s")
+    layout = ", channels_last" if args.channels_last else ""
+    print(f"  ours at batch {args.batch}{layout}:      {ours:.3f} images/s")
     print(f"  ratio: {ours / official:.2f}x (goal >= 3 at batch 8)")
     alone, both = inference_times(args.size, args.repeats)
     print(

@@ -5,8 +5,11 @@ hooks, logging and schedule; a lifecycle plugin time-stamps every step. The bare
 same stack and loss on one fixed batch of the same size. Blocks of both alternate, and the
 median per-step times give the ratio (goal: <= 1.10). ``--trainer phased`` runs the phased trainer with two
 phases that alternate every 5 steps on the same data, each with its own optimizer (BladeNet's schedule).
+``--channels-last`` sets the trainer's ``channels_last`` while the bare loop keeps the default layout: the ratio is
+then the layout's gain net of the trainer's overhead.
 
     python benchmarks/train_step_overhead.py [--backbone unet.small] [--patch 128] [--batch 4] [--trainer phased]
+                                             [--channels-last]
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating blocks of each")
     parser.add_argument("--trainer", choices=("supervised", "phased"), default="supervised")
     parser.add_argument("--no-cache", action="store_true", help="decode the PNG pairs every step")
+    parser.add_argument("--channels-last", action="store_true", help="the trainer (only) trains in channels_last")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="deblurstack-bench-"))
@@ -88,6 +92,7 @@ def main() -> None:
             "log_every": 1_000_000,
             "phases": [{"name": "a", **phase}, {"name": "b", **phase}],
         }
+    config["train"]["channels_last"] = args.channels_last
     config_path = work / "bench.yaml"
     config_path.write_text(yaml.safe_dump(config))
 
@@ -124,9 +129,13 @@ def main() -> None:
         f"backbone {args.backbone}, batch {args.batch} x {args.patch}x{args.patch}, {torch.get_num_threads()} threads"
     )
     print(f"  bare forward+backward+step  median {bare * 1e3:8.1f} ms ({len(bare_times)} steps)")
-    print(f"  {args.trainer + ' trainer step':27s} median {trainer * 1e3:8.1f} ms ({len(trainer_times)} steps)")
+    layout = " (channels_last)" if args.channels_last else ""
+    print(
+        f"  {args.trainer + ' trainer step' + layout:27s} median {trainer * 1e3:8.1f} ms ({len(trainer_times)} steps)"
+    )
     verdict = "met" if trainer / bare <= 1.10 else "NOT met"
-    print(f"  median ratio trainer / bare = {trainer / bare:.3f}  (goal <= 1.10: {verdict})")
+    goal = "the layout's gain net of the overhead" if args.channels_last else f"goal <= 1.10: {verdict}"
+    print(f"  median ratio trainer / bare = {trainer / bare:.3f}  ({goal})")
 
 
 if __name__ == "__main__":

@@ -172,10 +172,10 @@ def config_check(args: argparse.Namespace) -> None:
     from deblurstack.compose import resolve_config
 
     resolved = resolve_config(args.file, args.overrides, variant=args.variant)
-    # what only building shows (a frozen part without weights, a checkpoint that does not fit), built on the
-    # meta device: shapes and structure without allocating, whatever the sizes
+    # what only building shows (a frozen part without weights, a checkpoint that does not fit), the stack or the
+    # trainer's own network built on the meta device: shapes and structure without allocating, whatever the sizes
     with torch.device("meta"):
-        resolved.build_stack()
+        resolved.build_model()
     print(yaml.safe_dump(resolved.data, sort_keys=False).rstrip())
 
 

@@ -115,7 +115,22 @@ class ResolvedConfig:
     # building lives in deblurstack.build; these methods are its entry points
     def build_stack(self) -> Any:
         """Build every module of the stack, load checkpoints and freeze what is frozen."""
+        if self.backbone is None and self.trainer is not None and not self.trainer.record.trains_stack:
+            raise ConfigError(
+                self.config.error(
+                    "stack",
+                    f"missing: this config trains a network of its own (trainer {self.trainer.type!r}), "
+                    "not a deblurring stack",
+                )
+            )
         return _build().make_stack(self)
+
+    def build_model(self) -> Any:
+        """What ``train`` trains: the stack, or the trainer's own network where its record says
+        ``trains_stack=False`` (built by the trainer's ``build_model()``)."""
+        if self.trainer is not None and not self.trainer.record.trains_stack:
+            return self.build_trainer().build_model()
+        return self.build_stack()
 
     def build_dataset(self, split: str) -> Any:
         """The dataset of ``data.<split>``, with its auxiliary-input sources built and attached."""
@@ -178,6 +193,20 @@ def build_stack(
 ) -> Any:
     """Build the :class:`~deblurstack.stack.Stack` a configuration (a file, a dict or a Config) describes."""
     return resolve_config(config, overrides, manager, variant).build_stack()
+
+
+def explicit_stack(resolved: ResolvedConfig) -> dict[str, Any]:
+    """The ``stack`` section with every parameter written out."""
+    stack: dict[str, Any] = {}
+    if resolved.translator:
+        stack["translator"] = resolved.translator.to_dict()
+    stack["priors"] = [node.to_dict() for node in resolved.priors]
+    if resolved.backbone:
+        stack["backbone"] = resolved.backbone.to_dict()
+    stack["losses"] = [node.to_dict() for node in resolved.losses]
+    if resolved.checkpoint:
+        stack["checkpoint"] = dict(resolved.checkpoint)
+    return stack
 
 
 def resolve_node(
@@ -298,13 +327,20 @@ class _Resolver:
             )
         if "seed" in data and (isinstance(data["seed"], bool) or not isinstance(data["seed"], int)):
             self.problem("seed", f"must be an integer, got {data['seed']!r}")
-        self.resolve_stack(data.get("stack"), resolved)
-        self.resolve_data(data.get("data"), resolved)
-        resolved.metrics = self.node_list("metric", data.get("metrics"), "metrics")
         if data.get("train") is not None:
             before = len(self.problems)
             resolved.trainer = self.node("trainer", data["train"], "train")
             self.trainer_checked = len(self.problems) == before
+        if resolved.trainer is not None and not resolved.trainer.record.trains_stack:
+            if data.get("stack") is not None:
+                self.problem(
+                    "stack",
+                    f"trainer {resolved.trainer.type!r} trains a network of its own, not a stack: remove this section",
+                )
+        else:
+            self.resolve_stack(data.get("stack"), resolved)
+        self.resolve_data(data.get("data"), resolved)
+        resolved.metrics = self.node_list("metric", data.get("metrics"), "metrics")
         self.check_aux_inputs(resolved)
         self.check_references(resolved)
         self.check_training(resolved)
@@ -579,16 +615,8 @@ class _Resolver:
     def explicit(self, resolved: ResolvedConfig) -> dict[str, Any]:
         """The configuration with every parameter written out (what a run folder records)."""
         data = {key: self.config.data[key] for key in ("name", "seed", "vars") if key in self.config.data}
-        stack: dict[str, Any] = {}
-        if resolved.translator:
-            stack["translator"] = resolved.translator.to_dict()
-        stack["priors"] = [node.to_dict() for node in resolved.priors]
-        if resolved.backbone:
-            stack["backbone"] = resolved.backbone.to_dict()
-        stack["losses"] = [node.to_dict() for node in resolved.losses]
-        if resolved.checkpoint:
-            stack["checkpoint"] = dict(resolved.checkpoint)
-        data["stack"] = stack
+        if resolved.trainer is None or resolved.trainer.record.trains_stack:
+            data["stack"] = explicit_stack(resolved)
         if resolved.datasets:
             data["data"] = {split: node.to_dict() for split, node in resolved.datasets.items()}
         if resolved.metrics:

@@ -241,6 +241,9 @@ class TrainerRecord(ComponentRecord):
 
     Attributes:
         trains_stack_losses: the trainer minimises the stack's ``losses``, so a config needs at least one.
+        trains_stack: the trainer trains a deblurring stack; ``False``: a network of its own (a blur model such as
+            KernelWizard), which the built trainer's ``build_model() -> nn.Module`` makes, and the config has no
+            ``stack`` section. The loop then saves, averages and validates that network instead.
 
     A built trainer may also define ``training_splits() -> list[TrainingSplit]`` (what it trains on) and
     ``check_config(resolved) -> list[tuple[str, str]]``: problems of the whole config as ``(key path, message)``
@@ -251,6 +254,7 @@ class TrainerRecord(ComponentRecord):
     hook: ClassVar[str] = "deblurstack_trainers"
 
     trains_stack_losses: bool = True
+    trains_stack: bool = True
 
 
 @dataclass(frozen=True)

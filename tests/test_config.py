@@ -278,7 +278,7 @@ BAD = {
         {"c.yaml": "stack: {backbone: {type: unet}}\ntrain: {type: supervise}"},
         [],
         r"train.type: unknown trainer 'supervise'; did you mean 'supervised'\? "
-        r"\(choose from: adversarial, phased, supervised\)",
+        r"\(choose from: adversarial, kernel_wizard, phased, supervised\)",
     ),
     "trainer without its required parameter": (
         {"c.yaml": "stack: {backbone: {type: unet}, losses: [{type: l1}]}\ntrain: {type: supervised}"},

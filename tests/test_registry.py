@@ -207,7 +207,9 @@ def test_unknown_names_suggest_the_closest_and_list_the_choices():
         PluginError, match=r"unknown loss 'focal' \(choose from: charbonnier, l1, mimo_unet, psnr, vgg16_perceptual\)"
     ):
         manager.get("loss", "focal")
-    with pytest.raises(PluginError, match=r"unknown trainer 'gan' \(choose from: adversarial, phased, supervised\)"):
+    with pytest.raises(
+        PluginError, match=r"unknown trainer 'gan' \(choose from: adversarial, kernel_wizard, phased, supervised\)"
+    ):
         manager.get("trainer", "gan")
     with pytest.raises(
         PluginError,

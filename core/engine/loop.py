@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Annotated, Any
@@ -70,6 +70,9 @@ class LoopOptions:
         tensorboard: also write losses, learning rate, validation metrics and images for TensorBoard
             to ``<run>/tensorboard`` (needs the ``tensorboard`` package: ``pip install 'deblurstack[tensorboard]'``).
         deterministic: use only deterministic algorithms (needed for bit-identical resumes on GPU).
+        channels_last: train with the weights and image batches in channels-last memory layout, in which oneDNN's
+            and cuDNN's convolutions are often faster (``benchmarks/train_step_overhead.py --channels-last``);
+            results differ from the default layout's by float rounding.
     """
 
     iterations: Annotated[int, Field(ge=1)]
@@ -84,6 +87,7 @@ class LoopOptions:
     grid_samples: Annotated[int, Field(ge=0)] = 4
     tensorboard: bool = False
     deterministic: bool = False
+    channels_last: bool = False
 
     def due(self, every: int, step: int) -> bool:
         """Whether something done ``every`` steps (0: only at the end) is due after ``step``."""
@@ -95,13 +99,25 @@ class TrainingLoop:
 
     Use it as a context manager (it calls ``deblurstack_run_start`` on entry and ``deblurstack_run_end`` with
     the run's status on exit); iterate :meth:`batches`; call :meth:`step_done` after each optimizer step.
-    ``state`` names the objects saved besides the weights, under those names in the checkpoint.
+    ``state`` names the objects saved besides the weights, under those names in the checkpoint. ``view`` maps the
+    validation dataset to the samples the model is scored on (``input`` in, ``target`` out, the rest its keyword
+    inputs), for a model that reads the pairs otherwise than a stack (KernelWizard: the sharp image in, the blurry
+    one out).
     """
 
-    def __init__(self, job: TrainingJob, options: LoopOptions, state: Mapping[str, Any] = ()) -> None:
+    def __init__(
+        self,
+        job: TrainingJob,
+        options: LoopOptions,
+        state: Mapping[str, Any] = (),
+        view: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.job, self.options = job, options
         self.stack: nn.Module = job.stack
         self.state = dict(state)
+        if options.channels_last:  # in place: the optimizers keep their parameters, their state follows the layout
+            for module in (self.stack, *(item for item in self.state.values() if isinstance(item, nn.Module))):
+                module.to(memory_format=torch.channels_last)
         self.device = job.distributed.device
         self.step = 0
         self.best: dict[str, Any] | None = None
@@ -115,6 +131,8 @@ class TrainingLoop:
         split = options.val_split or "val"
         self.val_split = split if job.has_split(split) and self.metrics else None
         self.validation = job.dataset(split) if self.val_split else None
+        if view is not None and self.validation is not None:
+            self.validation = view(self.validation)
         self.board: Any = None
         self.progress: Any = None
         self.started, self.first_step = 0.0, 0
@@ -193,7 +211,10 @@ class TrainingLoop:
         for batch in loader:
             if self.step >= self.options.iterations:
                 return
-            yield to_device(batch, self.device)
+            batch = to_device(batch, self.device)
+            if self.options.channels_last:
+                batch = {k: _channels_last(v) for k, v in batch.items()}
+            yield batch
 
     def check_finite(self, total: torch.Tensor, terms: Mapping[str, torch.Tensor]) -> None:
         """Stop the run (on every rank) when the loss is not finite, naming the last good checkpoint."""
@@ -285,6 +306,14 @@ class TrainingLoop:
             self.best = {"metric": name, "value": value, "step": self.step}
             return True
         return False
+
+
+def _channels_last(value: Any) -> Any:
+    return (
+        value.contiguous(memory_format=torch.channels_last)
+        if isinstance(value, torch.Tensor) and value.dim() == 4
+        else value
+    )
 
 
 def _tensorboard(folder: Any) -> Any:

@@ -30,7 +30,11 @@ from deblurstack.run import RunState
 
 @dataclass
 class TrainingJob:
-    """Everything a trainer needs; datasets and metrics are built when asked for."""
+    """Everything a trainer needs; datasets and metrics are built when asked for.
+
+    ``stack`` is what the trainer trains: the config's stack, or the trainer's own network where its record says
+    ``trains_stack=False``.
+    """
 
     resolved: ResolvedConfig
     stack: nn.Module
@@ -127,7 +131,7 @@ def prepare_training(
     seed = int(resolved.data.get("seed", 0))
     name = resolved.data.get("name") or Path(str(config)).stem
     seed_global_generators(seed)  # the same initial weights on every rank, and reproducible plugins
-    stack = resolved.build_stack().to(distributed.device)
+    stack = resolved.build_model().to(distributed.device)
     manager = get_plugin_manager()
     plugins = {info.name: info.distribution for info in manager.plugin_infos()}
     resume_from, directory = None, None

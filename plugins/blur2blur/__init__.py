@@ -86,5 +86,15 @@ def deblurstack_trainers():
             "input), the deblurrer frozen; any batch size, torchrun",
             trains_stack_losses=False,
             reference=_PAPER,
-        )
+        ),
+        TrainerRecord(
+            name="kernel_wizard",
+            factory=f"{_PACKAGE}.kernel_training:KernelWizardTrainer",
+            summary="KernelWizard on known pairs (re-blur each sharp image with its pair's own blur code; "
+            "Charbonnier, Adam 1e-4), for the known_blur kernel_wizard generation; no stack",
+            trains_stack_losses=False,
+            trains_stack=False,
+            reference="Tran et al., Explore Image Deblurring via Encoded Blur Kernel Space, CVPR 2021; code "
+            "github.com/VinAIResearch/blur-kernel-space-exploring",
+        ),
     ]

@@ -36,8 +36,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from torch import Tensor, nn
+from typing_extensions import TypedDict  # pydantic needs this one, not typing's, before Python 3.12
 
 from deblurstack import Stochastic
 
@@ -152,6 +153,30 @@ class KernelAdapter(nn.Module):
         return self.model(features, kernel)
 
 
+class KernelWizardOptions(TypedDict, total=False):
+    """A KernelWizard's shape as a config gives it (``network: {nf: 16, ...}``): :class:`KernelWizard`'s arguments,
+    with the limits the config check holds them to; unset keys keep the ``GOPRO_woVAE`` values, others are refused."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+    in_channels: Annotated[int, Field(ge=1, le=64)]
+    nf: Annotated[int, Field(ge=1, le=1024)]
+    front_blocks: Annotated[int, Field(ge=0, le=256)]
+    back_blocks: Annotated[int, Field(ge=0, le=256)]
+    kernel_dim: Annotated[int, Field(ge=1, le=8192)]
+    extractor_blocks: Annotated[int, Field(ge=0, le=64)]
+    use_vae: bool
+
+
+def crop_problem(size: int | None) -> str | None:
+    """Why crops of side ``size`` do not fit KernelWizard's kernel extraction, or None when they do."""
+    if size is not None and size % MULTIPLE == 0 and size >= 2 * MULTIPLE:
+        return None
+    return (
+        f"is {size}, but KernelWizard needs crops whose side is a multiple of {MULTIPLE}, at least {2 * MULTIPLE} "
+        f"(its kernel map is 1/{MULTIPLE} of the crop, and its extractor pads that map by 1)"
+    )
+
+
 class KernelWizard(Stochastic, nn.Module):
     """Blur-kernel encoder and adapter; the defaults are the ``GOPRO_woVAE`` configuration that Blur2Blur loads.
 
@@ -164,12 +189,12 @@ class KernelWizard(Stochastic, nn.Module):
 
     def __init__(
         self,
-        in_channels: Annotated[int, Field(ge=1, le=64)] = 3,
-        nf: Annotated[int, Field(ge=1, le=1024)] = 64,
-        front_blocks: Annotated[int, Field(ge=0, le=256)] = 10,
-        back_blocks: Annotated[int, Field(ge=0, le=256)] = 20,
-        kernel_dim: Annotated[int, Field(ge=1, le=8192)] = 512,
-        extractor_blocks: Annotated[int, Field(ge=0, le=64)] = 4,
+        in_channels: int = 3,
+        nf: int = 64,
+        front_blocks: int = 10,
+        back_blocks: int = 20,
+        kernel_dim: int = 512,
+        extractor_blocks: int = 4,
         use_vae: bool = False,
     ) -> None:
         super().__init__()
@@ -264,4 +289,4 @@ def _check_same(name: str, image: Tensor, other_name: str, other: Tensor) -> Non
         )
 
 
-__all__ = ["KernelWizard"]
+__all__ = ["MULTIPLE", "KernelWizard", "KernelWizardOptions", "crop_problem"]

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from deblurstack import ExistingFile, load_weights
 from deblurstack.compose import ComponentNode, resolve_node
+from deblurstack.plugins.blur2blur.kernel_wizard import KernelWizard, KernelWizardOptions
 
 
 class KnownBlur(nn.Module):
@@ -111,15 +112,15 @@ class Synthesizer(_Choice):
 
 class KernelWizardTransfer(_Choice):
     """``{type: kernel_wizard, weights: GOPRO_woVAE.pth}``: the official generation; ``weights`` unset builds a random
-    KernelWizard (for tests: its images are not blurry)."""
+    KernelWizard (for tests: its images are not blurry). ``weights`` may also be a checkpoint of the
+    ``kernel_wizard`` trainer; ``network`` is then the shape it trained (its ``train.network``)."""
 
     type: Literal["kernel_wizard"]
     weights: ExistingFile | None = None
+    network: KernelWizardOptions = {}
 
     def build(self) -> KnownBlur:
-        from deblurstack.plugins.blur2blur.kernel_wizard import KernelWizard
-
-        network = KernelWizard()
+        network = KernelWizard(**self.network)
         if self.weights is None:
             warnings.warn("train.known_blur.weights is unset: a random KernelWizard makes no real blur", stacklevel=2)
         else:

@@ -35,7 +35,7 @@ from deblurstack.compose import ComponentNode, ResolvedConfig, as_node, resolve_
 from deblurstack.engine.distributed import average_gradients, broadcast_buffers
 from deblurstack.engine.loop import LoopOptions, TrainingLoop
 from deblurstack.engine.training import TrainingJob
-from deblurstack.plugins.blur2blur.kernel_wizard import MULTIPLE as KERNEL_WIZARD_MULTIPLE
+from deblurstack.plugins.blur2blur.kernel_wizard import crop_problem
 from deblurstack.plugins.blur2blur.known_blur import KnownBlurNode, Synthesizer
 from deblurstack.plugins.blur2blur.losses import (
     discriminator_loss,
@@ -122,16 +122,8 @@ class AdversarialTrainer(LoopOptions):
                 )
         dataset = resolved.datasets.get("train")
         if self.known_blur.type == "kernel_wizard" and dataset is not None:
-            size = dataset.params.get("patch_size")
-            if size is None or size % KERNEL_WIZARD_MULTIPLE or size < 2 * KERNEL_WIZARD_MULTIPLE:
-                problems.append(
-                    (
-                        "data.train.patch_size",
-                        f"is {size}, but known_blur kernel_wizard needs crops whose side is a multiple of "
-                        f"{KERNEL_WIZARD_MULTIPLE}, at least {2 * KERNEL_WIZARD_MULTIPLE} (its kernel map is "
-                        f"1/{KERNEL_WIZARD_MULTIPLE} of the crop, and its extractor pads that map by 1)",
-                    )
-                )
+            if problem := crop_problem(dataset.params.get("patch_size")):
+                problems.append(("data.train.patch_size", f"{problem} (known_blur kernel_wizard)"))
         return problems
 
     # ------------------------------------------------------------------ training

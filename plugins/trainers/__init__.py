@@ -8,7 +8,7 @@ def deblurstack_trainers():
     return [
         TrainerRecord(
             name="supervised",
-            factory="deblurstack.plugins.trainers.supervised:SupervisedTrainer",
+            factory="deblurstack.engine.supervised:SupervisedTrainer",
             summary="Iteration-based supervised training: Adam(W), cosine/multistep, clipping, EMA, AMP, DDP",
             presets={
                 # NAFNet / SAM-Deblur GoPro recipe (batch 32 in total: divide by the number of processes)

@@ -24,8 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from deblurstack import TrainingError, TrainingSplit
 from deblurstack.engine.loop import LoopOptions, TrainingLoop
+from deblurstack.engine.supervised import make_optimizer, make_scheduler
 from deblurstack.engine.training import LossStep, TrainingJob
-from deblurstack.plugins.trainers.supervised import make_optimizer, make_scheduler
 
 Rate = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]

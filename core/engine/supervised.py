@@ -1,11 +1,19 @@
 """Iteration-based supervised training, as BasicSR/NAFNet train: one optimizer over every trainable
 parameter, a per-iteration learning-rate schedule, gradient-norm clipping, optional EMA and AMP,
-validation and checkpoints every so many iterations."""
+validation and checkpoints every so many iterations.
+
+The ``supervised`` trainer (registered by the built-in ``trainers`` plugin) and the base of a trainer that differs
+only in what it minimises: override :meth:`SupervisedTrainer.loss_step` (and :meth:`~SupervisedTrainer.validation_view`
+where the model reads the pairs otherwise), as Blur2Blur's ``kernel_wizard`` trainer does. ``make_optimizer`` and
+``make_scheduler`` build what the options name, for trainers with several optimizers (``phased``).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from functools import partial
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
@@ -13,6 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from deblurstack import TrainingError
+from deblurstack.compose import ResolvedConfig
 from deblurstack.engine.loop import LoopOptions, TrainingLoop
 from deblurstack.engine.training import LossStep, TrainingJob
 
@@ -28,9 +37,11 @@ class SupervisedTrainer(LoopOptions):
         lr: initial learning rate.
         betas: Adam's betas (NAFNet uses 0.9, 0.9).
         weight_decay: decoupled for AdamW, L2 for Adam.
-        scheduler: ``cosine`` (to ``eta_min`` over all iterations), ``multistep`` or ``constant``; stepped
-            every iteration.
-        eta_min: final learning rate of the cosine schedule.
+        scheduler: ``cosine`` (to ``eta_min`` over all iterations), ``cosine_restarts`` (a cosine to ``eta_min``
+            over each of ``periods``, restarting at ``lr``: EDVR's and bkse's ``CosineAnnealingLR_Restart``),
+            ``multistep`` or ``constant``; stepped every iteration.
+        eta_min: final learning rate of the cosine schedules.
+        periods: the lengths of ``cosine_restarts``'s cosines, adding up to ``iterations``.
         milestones: iterations where ``multistep`` multiplies the learning rate by ``gamma``.
         gamma: factor of the ``multistep`` schedule.
         grad_clip: maximum global gradient norm (NAFNet: 0.01); unset for none.
@@ -44,8 +55,9 @@ class SupervisedTrainer(LoopOptions):
     lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1e-3
     betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
     weight_decay: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
-    scheduler: Literal["cosine", "multistep", "constant"] = "cosine"
+    scheduler: Literal["cosine", "cosine_restarts", "multistep", "constant"] = "cosine"
     eta_min: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 1e-7
+    periods: tuple[Annotated[int, Field(ge=1)], ...] = ()
     milestones: tuple[Annotated[int, Field(ge=1)], ...] = ()
     gamma: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 0.5
     grad_clip: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
@@ -56,7 +68,28 @@ class SupervisedTrainer(LoopOptions):
         return make_optimizer(self.optimizer, parameters, self.lr, self.betas, self.weight_decay)
 
     def scheduler_for(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-        return make_scheduler(self.scheduler, optimizer, self.iterations, self.eta_min, self.milestones, self.gamma)
+        return make_scheduler(
+            self.scheduler, optimizer, self.iterations, self.eta_min, self.milestones, self.gamma, self.periods
+        )
+
+    def check_config(self, resolved: ResolvedConfig) -> list[tuple[str, str]]:
+        if self.scheduler == "cosine_restarts" and sum(self.periods) != self.iterations:
+            return [
+                (
+                    "train.periods",
+                    f"add up to {sum(self.periods)}, but scheduler cosine_restarts needs them to add up to "
+                    f"iterations ({self.iterations})",
+                )
+            ]
+        return []
+
+    def loss_step(self, job: TrainingJob) -> nn.Module:
+        """The module whose forward gives a batch's ``(total, terms)`` (what DDP wraps): the stack's losses."""
+        return LossStep(job.stack)
+
+    def validation_view(self, dataset: Any) -> Any:
+        """The validation samples as the trained model is scored on them (see :class:`TrainingLoop`)."""
+        return dataset
 
     def fit(self, job: TrainingJob) -> None:
         stack, distributed = job.stack, job.distributed
@@ -68,11 +101,11 @@ class SupervisedTrainer(LoopOptions):
         scheduler = self.scheduler_for(optimizer)
         scaler = torch.amp.GradScaler(device.type, enabled=self.amp and device.type == "cuda")
         autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        model: nn.Module = LossStep(stack)
+        model = self.loss_step(job)
         if distributed.enabled:
             model = DistributedDataParallel(model, find_unused_parameters=self.find_unused_parameters)
         state = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-        with TrainingLoop(job, self, state) as loop:
+        with TrainingLoop(job, self, state, view=self.validation_view) as loop:
             for batch in loop.batches(job.dataset("train"), self.batch_size, self.num_workers):
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=self.amp):
                     total, terms = model(batch)
@@ -104,10 +137,27 @@ def make_scheduler(
     eta_min: float,
     milestones: tuple[int, ...],
     gamma: float,
+    periods: tuple[int, ...] = (),
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """``cosine`` to ``eta_min`` over ``total`` steps, ``multistep`` (x ``gamma`` at ``milestones``) or ``constant``."""
+    """``cosine`` to ``eta_min`` over ``total`` steps, ``cosine_restarts`` (one cosine per period of ``periods``),
+    ``multistep`` (x ``gamma`` at ``milestones``) or ``constant``."""
     if kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=eta_min)
+    if kind == "cosine_restarts":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_cosine_restarts, periods, optimizer, eta_min))
     if kind == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def _cosine_restarts(periods: tuple[int, ...], optimizer: torch.optim.Optimizer, eta_min: float, step: int) -> float:
+    """The factor of the initial rate at ``step``: within each period, a cosine from 1 to ``eta_min / lr``."""
+    lr = optimizer.param_groups[0]["initial_lr"]
+    for period in periods:
+        if step < period:
+            return (eta_min + (lr - eta_min) * (1 + math.cos(math.pi * step / period)) / 2) / lr
+        step -= period
+    return eta_min / lr
+
+
+__all__ = ["SupervisedTrainer", "make_optimizer", "make_scheduler"]
