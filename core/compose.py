@@ -337,8 +337,10 @@ class _Resolver:
                     "stack",
                     f"trainer {resolved.trainer.type!r} trains a network of its own, not a stack: remove this section",
                 )
-        else:
-            self.resolve_stack(data.get("stack"), resolved)
+        elif data.get("stack") is not None or data.get("train") is None or resolved.trainer is not None:
+            self.resolve_stack(
+                data.get("stack"), resolved
+            )  # (a broken trainer's node: whether a stack is due is unknown)
         self.resolve_data(data.get("data"), resolved)
         resolved.metrics = self.node_list("metric", data.get("metrics"), "metrics")
         self.check_aux_inputs(resolved)
@@ -603,7 +605,12 @@ class _Resolver:
     def check_training(self, resolved: ResolvedConfig) -> None:
         """A trainer that minimises the stack's losses needs one; and what the trainer's ``check_config`` finds."""
         trainer = resolved.trainer
-        if trainer is not None and trainer.record.trains_stack_losses and not resolved.losses:
+        if (
+            trainer is not None
+            and trainer.record.trains_stack
+            and trainer.record.trains_stack_losses
+            and not resolved.losses
+        ):
             self.problem(
                 "stack.losses",
                 f"is empty, but trainer {trainer.type!r} minimises the stack's losses: add one, e.g. [{{type: l1}}]",

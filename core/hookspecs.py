@@ -208,7 +208,10 @@ def deblurstack_trainers() -> Sequence[TrainerRecord]:
     subclass :class:`~deblurstack.engine.loop.LoopOptions` for its YAML options (``iterations``, ``val_every``,
     ``save_every``, ``ema_decay``, ...). ``config check`` builds the trainer and, where it defines them, asks
     ``training_splits()`` what it trains on and ``check_config(resolved)`` for problems of the whole config
-    (see :class:`~deblurstack.records.TrainerRecord`).
+    (see :class:`~deblurstack.records.TrainerRecord`). A trainer that differs from ``supervised`` only in what it
+    minimises subclasses :class:`deblurstack.engine.supervised.SupervisedTrainer` and overrides ``loss_step``; one
+    that trains a network of its own instead of a stack says ``trains_stack=False`` in its record and defines
+    ``build_model()`` (Blur2Blur's ``kernel_wizard``).
 
     Example::
 

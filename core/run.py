@@ -18,7 +18,7 @@ class RunState:
     Attributes:
         directory: the run folder (resolved config, checkpoints, logs).
         config: the resolved configuration.
-        model: the stack being trained.
+        model: the stack being trained (or a trainer's own network, where its record says trains_stack=False).
         step: optimizer steps done so far.
         rank: process rank under torchrun; loggers usually act on rank 0 only.
         extras: a place for plugins to keep per-run state, keyed by plugin name.

@@ -39,7 +39,7 @@ CHECKED_KINDS = (
     "trainer",
 )
 #: parameters a component needs to be built at all (components that need files are checked with files below)
-REQUIRED = {"trainer:supervised": {"iterations": 1}}
+REQUIRED = {"trainer:supervised": {"iterations": 1}, "trainer:kernel_wizard": {"iterations": 1}}
 #: components that read weight files nobody can download here (their loading code has tests of its own)
 NEEDS_WEIGHTS = {"metric:lpips"}
 
@@ -233,6 +233,16 @@ class Untyped:
         pass
 
 
+class NoModel:
+    """Trains a network of its own (its record says so), but cannot build it."""
+
+    def __init__(self, iterations: int) -> None:
+        self.iterations = iterations
+
+    def fit(self, job) -> None:
+        pass
+
+
 class Broken:
     @hookimpl
     def deblurstack_backbones(self):
@@ -273,7 +283,10 @@ class Broken:
 
     @hookimpl
     def deblurstack_trainers(self):
-        return [TrainerRecord(name="untyped", factory=Untyped, summary="s")]
+        return [
+            TrainerRecord(name="untyped", factory=Untyped, summary="s"),
+            TrainerRecord(name="no_model", factory=NoModel, summary="s", trains_stack=False),
+        ]
 
 
 @pytest.mark.parametrize(
@@ -297,6 +310,7 @@ class Broken:
         ("metric", "backwards", "'backwards' rates a perfect output .* but the record says higher is better"),
         ("synthesizer", "identity", "the blurry image equals the sharp one"),
         ("trainer", "untyped", "parameters without a type hint escape the config check: iterations"),
+        ("trainer", "no_model", r"says trains_stack=False but has no build_model\(\) making its network"),
         ("prior", "wrong_channels", "out_channels is 2, the record declares 3"),
         ("loss", "rewards_noise", "a noisy prediction scores .*, not above the perfect"),
     ],

@@ -197,8 +197,9 @@ def test_a_run_with_a_stochastic_prior_killed_three_times_resumes_bit_identical(
 
 
 def test_channels_last_training_keeps_the_maths_and_resumes_exactly(tmp_path, pairs):
-    """``channels_last: true`` trains in that layout (the saved weights are in it), to the default run's weights
-    within float rounding, and a run cut at its first checkpoint resumes to every tensor of the whole run."""
+    """``channels_last: true`` trains in that layout (the saved weights are in it, also after a resume), to the
+    default run's validation scores within rounding, and a run cut at its first checkpoint resumes to every tensor
+    of the whole run."""
     runs = {name: tmp_path / name for name in ("default", "whole", "cut")}
     config = write_config(tmp_path / "tiny.yaml", pairs, ema_decay=0.9, keep_last=2, deterministic=True)
     layout = ["train.channels_last=true"]
@@ -210,12 +211,12 @@ def test_channels_last_training_keeps_the_maths_and_resumes_exactly(tmp_path, pa
     assert main(["train", str(config), *layout, "--runs-dir", str(runs["cut"]), "--resume"]) == 0
     last = {name: load_training_state(run / "tiny/checkpoints/step_00000006.pth") for name, run in runs.items()}
     assert not unequal_tensors(last["whole"], last["cut"])
-    weights = last["whole"]["params"]
-    # a kernel of one input channel or one tap has the same strides in both layouts
-    kernels = [w for w in weights.values() if w.dim() == 4 and w.shape[1] > 1 and w[0, 0].numel() > 1]
-    assert kernels and all(
-        w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in kernels
-    )
+    for run in ("whole", "cut"):  # resumed too: equal values alone would not show the layout
+        weights = last[run]["params"]
+        # a kernel of one input channel or one tap has the same strides in both layouts
+        kernels = [w for w in weights.values() if w.dim() == 4 and w.shape[1] > 1 and w[0, 0].numel() > 1]
+        assert kernels
+        assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in kernels)
     # the same training in another rounding; Adam turns a near-zero gradient's rounding into lr-sized steps
     scores = {name: (runs[name] / "tiny/metrics.csv").read_text().splitlines()[1:] for name in ("default", "whole")}
     assert [row.rsplit(",", 1)[0] for row in scores["default"]] == [row.rsplit(",", 1)[0] for row in scores["whole"]]

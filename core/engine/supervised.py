@@ -102,10 +102,10 @@ class SupervisedTrainer(LoopOptions):
         scaler = torch.amp.GradScaler(device.type, enabled=self.amp and device.type == "cuda")
         autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         model = self.loss_step(job)
-        if distributed.enabled:
-            model = DistributedDataParallel(model, find_unused_parameters=self.find_unused_parameters)
         state = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
         with TrainingLoop(job, self, state, view=self.validation_view) as loop:
+            if distributed.enabled:  # after the loop has put the weights in their layout (channels_last)
+                model = DistributedDataParallel(model, find_unused_parameters=self.find_unused_parameters)
             for batch in loop.batches(job.dataset("train"), self.batch_size, self.num_workers):
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=self.amp):
                     total, terms = model(batch)

@@ -387,14 +387,20 @@ def check_synthesizer(name: str, params: Mapping[str, Any] | None = None) -> Non
 
 
 def check_trainer(name: str, params: Mapping[str, Any] | None = None) -> None:
-    """The factory's parameters are typed (so config check can check them) and the trainer has ``fit(job)``."""
-    _, build = _builder("trainer", name, params)
+    """The factory's parameters are typed (so config check can check them) and the trainer has ``fit(job)``; one
+    that trains a network of its own (``trains_stack=False``) builds it with ``build_model()``."""
+    record, build = _builder("trainer", name, params)
     untyped = [p.name for p in read_signature(build.factory).parameters.values() if p.annotation is EMPTY]
     _expect(not untyped, name, f"parameters without a type hint escape the config check: {', '.join(untyped)}")
     trainer = build()
     fit = getattr(trainer, "fit", None)
     _expect(callable(fit), name, "has no fit(job) method")
     _expect(len(inspect.signature(fit).parameters) == 1, name, "fit must take one argument, the TrainingJob")
+    if not record.trains_stack:
+        make = getattr(trainer, "build_model", None)
+        _expect(callable(make), name, "says trains_stack=False but has no build_model() making its network")
+        with torch.device("meta"):  # its type, not its weights
+            _expect(isinstance(make(), nn.Module), name, "build_model() must return a torch.nn.Module")
 
 
 def make_aux(name: str, image: Tensor) -> Tensor:

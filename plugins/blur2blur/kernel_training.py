@@ -68,6 +68,16 @@ class KernelWizardTrainer(SupervisedTrainer):
         problems = super().check_config(resolved)
         if self.network.get("use_vae"):
             problems.append(("train.network.use_vae", "training the VAE variant (bkse's KL term) is not supported"))
+        if self.network.get("in_channels", 3) != 3:
+            problems.append(("train.network.in_channels", "the pairs are RGB images: leave it at 3"))
+        if self.val_tile is not None:
+            problems.append(("train.val_tile", "KernelWizard is validated on whole centred crops: leave it unset"))
+        for i, node in enumerate(self.losses):
+            needs = resolve_node("loss", as_node(node), f"train.losses[{i}]").record.requires
+            if needs:
+                problems.append(
+                    (f"train.losses.{i}", f"reads {', '.join(needs)}, but a re-blurring loss gets only the two images")
+                )
         dataset = resolved.datasets.get("train")
         if dataset is not None and (problem := crop_problem(dataset.params.get("patch_size"))):
             problems.append(("data.train.patch_size", problem))

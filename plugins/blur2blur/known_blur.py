@@ -26,7 +26,7 @@ import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from deblurstack import ExistingFile, load_weights
+from deblurstack import ExistingFile, load_state, read_state_dict
 from deblurstack.compose import ComponentNode, resolve_node
 from deblurstack.plugins.blur2blur.kernel_wizard import KernelWizard, KernelWizardOptions
 
@@ -113,7 +113,8 @@ class Synthesizer(_Choice):
 class KernelWizardTransfer(_Choice):
     """``{type: kernel_wizard, weights: GOPRO_woVAE.pth}``: the official generation; ``weights`` unset builds a random
     KernelWizard (for tests: its images are not blurry). ``weights`` may also be a checkpoint of the
-    ``kernel_wizard`` trainer; ``network`` is then the shape it trained (its ``train.network``)."""
+    ``kernel_wizard`` trainer (its EMA weights where it has them, as ``test`` scores a run); ``network`` is then the
+    shape it trained (its ``train.network``)."""
 
     type: Literal["kernel_wizard"]
     weights: ExistingFile | None = None
@@ -124,7 +125,9 @@ class KernelWizardTransfer(_Choice):
         if self.weights is None:
             warnings.warn("train.known_blur.weights is unset: a random KernelWizard makes no real blur", stacklevel=2)
         else:
-            load_weights(network, self.weights)
+            # a run's checkpoint: its EMA first (what picked best.pth); GOPRO_woVAE.pth is a plain state dict
+            state = read_state_dict(self.weights, candidates=("params_ema", "params"))
+            load_state(network, state, source=str(self.weights))
         return TransferredBlur(network)
 
 

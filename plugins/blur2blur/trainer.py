@@ -161,6 +161,9 @@ class AdversarialTrainer(LoopOptions):
         }
         state["discriminator"] = discriminator
         scales = discriminator.scales
+        if self.channels_last:  # the loop converts what it saves; these run every step too
+            for module in (known_blur, *(loss for *_, loss in reconstruction)):
+                module.to(memory_format=torch.channels_last)
         with TrainingLoop(job, self, state) as loop:
             for batch in loop.batches(job.dataset("train"), self.batch_size, self.num_workers):
                 missing = [key for key in ("input", *known_blur.needs) if key not in batch]
