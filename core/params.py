@@ -198,12 +198,19 @@ def read_signature(factory: Callable[..., Any]) -> Signature:
     if dataclasses.is_dataclass(factory):  # inherited fields' hints resolve in the module of the class defining them
         hints.update(_type_hints(factory))
     docs = _parameter_docs(factory)
+    # a dataclass field's default_factory shows as the placeholder "<factory>" in the signature: call it instead
+    made = {
+        f.name: f.default_factory
+        for f in (dataclasses.fields(factory) if dataclasses.is_dataclass(factory) else ())
+        if f.default_factory is not dataclasses.MISSING
+    }
     parameters, is_open = {}, False
     for name, param in inspect.signature(factory).parameters.items():
         if param.kind is inspect.Parameter.VAR_KEYWORD:
             is_open = True
         elif param.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
-            parameters[name] = Parameter(name, hints.get(name, EMPTY), param.default, docs.get(name, ""))
+            default = made[name]() if name in made else param.default
+            parameters[name] = Parameter(name, hints.get(name, EMPTY), default, docs.get(name, ""))
     return Signature(parameters, is_open)
 
 

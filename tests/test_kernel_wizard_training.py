@@ -144,6 +144,7 @@ def test_a_stackless_config_says_so_where_a_stack_is_needed(tmp_path, capsys):
 
 def test_the_example_config_checks_at_paper_scale_and_its_small_variant():
     resolved = resolve_config(EXAMPLE, ["vars.gopro=."], splits=[])
+    assert resolved.data["train"]["network"] == {}  # GOPRO_woVAE's shape, written out as the config would give it
     trainer = resolved.build_trainer()
     assert (trainer.lr, trainer.betas, trainer.batch_size, trainer.iterations) == (1e-4, (0.9, 0.99), 16, 600_000)
     assert trainer.periods == (50_000, 100_000, 150_000, 150_000, 150_000) and trainer.eta_min == 1e-8

@@ -4,6 +4,7 @@ every built-in component, each as one located line, and accepts the boundary val
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Annotated
 
 import cv2
@@ -16,7 +17,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from deblurstack import BackboneRecord, hookimpl
 from deblurstack.cli import main
-from deblurstack.params import Parameter
+from deblurstack.params import Parameter, read_signature
 
 #: stands for the test's data folder in the nodes below (a real folder, made by ``data_root``)
 ROOT = "<root>"
@@ -513,3 +514,16 @@ def test_yaml_lists_become_tuples_only_where_the_hint_says_tuple(hint, value, ex
     # YAML has no tuples; a hint that mixes lists and tuples used to refuse every value read from YAML
     checked, problem, _ = Parameter("x", hint).check(value)
     assert problem is None and checked == expected  # (a tuple never equals a list)
+
+
+@dataclasses.dataclass(kw_only=True)
+class _MadeDefaults:
+    sizes: dict[str, int] = dataclasses.field(default_factory=lambda: {"a": 1})
+    steps: int = 2
+
+
+def test_a_dataclass_default_factory_gives_its_value_not_a_placeholder():
+    """Made by a factory, a dataclass field's default reads as ``<factory>`` in the signature; a run's config.yaml
+    wrote that string (the kernel_wizard trainer's ``network``)."""
+    parameters = read_signature(_MadeDefaults).parameters
+    assert parameters["sizes"].default == {"a": 1} and parameters["steps"].default == 2
