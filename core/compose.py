@@ -112,10 +112,15 @@ class ResolvedConfig:
     trainer: ResolvedNode | None = None
     checkpoint: dict[str, Any] | None = None  # weights of the whole stack (stack.checkpoint)
 
+    @property
+    def trains_own_network(self) -> bool:
+        """The trainer trains a network of its own, not a stack (its record: ``trains_stack=False``)."""
+        return self.trainer is not None and not self.trainer.record.trains_stack
+
     # building lives in deblurstack.build; these methods are its entry points
     def build_stack(self) -> Any:
         """Build every module of the stack, load checkpoints and freeze what is frozen."""
-        if self.backbone is None and self.trainer is not None and not self.trainer.record.trains_stack:
+        if self.trains_own_network:
             raise ConfigError(
                 self.config.error(
                     "stack",
@@ -128,7 +133,7 @@ class ResolvedConfig:
     def build_model(self) -> Any:
         """What ``train`` trains: the stack, or the trainer's own network where its record says
         ``trains_stack=False`` (built by the trainer's ``build_model()``)."""
-        if self.trainer is not None and not self.trainer.record.trains_stack:
+        if self.trains_own_network:
             return self.build_trainer().build_model()
         return self.build_stack()
 
@@ -331,16 +336,15 @@ class _Resolver:
             before = len(self.problems)
             resolved.trainer = self.node("trainer", data["train"], "train")
             self.trainer_checked = len(self.problems) == before
-        if resolved.trainer is not None and not resolved.trainer.record.trains_stack:
+        if resolved.trains_own_network:
             if data.get("stack") is not None:
                 self.problem(
                     "stack",
                     f"trainer {resolved.trainer.type!r} trains a network of its own, not a stack: remove this section",
                 )
+        # with the trainer's node broken, whether a stack is due is unknown: only a given one is checked
         elif data.get("stack") is not None or data.get("train") is None or resolved.trainer is not None:
-            self.resolve_stack(
-                data.get("stack"), resolved
-            )  # (a broken trainer's node: whether a stack is due is unknown)
+            self.resolve_stack(data.get("stack"), resolved)
         self.resolve_data(data.get("data"), resolved)
         resolved.metrics = self.node_list("metric", data.get("metrics"), "metrics")
         self.check_aux_inputs(resolved)
@@ -605,12 +609,8 @@ class _Resolver:
     def check_training(self, resolved: ResolvedConfig) -> None:
         """A trainer that minimises the stack's losses needs one; and what the trainer's ``check_config`` finds."""
         trainer = resolved.trainer
-        if (
-            trainer is not None
-            and trainer.record.trains_stack
-            and trainer.record.trains_stack_losses
-            and not resolved.losses
-        ):
+        minimises_stack_losses = trainer is not None and trainer.record.trains_stack_losses
+        if minimises_stack_losses and not resolved.trains_own_network and not resolved.losses:
             self.problem(
                 "stack.losses",
                 f"is empty, but trainer {trainer.type!r} minimises the stack's losses: add one, e.g. [{{type: l1}}]",
@@ -622,7 +622,7 @@ class _Resolver:
     def explicit(self, resolved: ResolvedConfig) -> dict[str, Any]:
         """The configuration with every parameter written out (what a run folder records)."""
         data = {key: self.config.data[key] for key in ("name", "seed", "vars") if key in self.config.data}
-        if resolved.trainer is None or resolved.trainer.record.trains_stack:
+        if not resolved.trains_own_network:
             data["stack"] = explicit_stack(resolved)
         if resolved.datasets:
             data["data"] = {split: node.to_dict() for split, node in resolved.datasets.items()}
@@ -830,6 +830,13 @@ def unique_names(nodes: Sequence[ResolvedNode]) -> list[str]:
     return names
 
 
+def named_nodes(kind: str, nodes: Sequence[Mapping[str, Any] | str], keypath: str) -> dict[str, ResolvedNode]:
+    """A list option of ``kind`` nodes (a trainer's losses) resolved, each located at ``keypath[i]``, by its
+    :func:`unique_names` name."""
+    resolved = [resolve_node(kind, as_node(node), f"{keypath}[{i}]") for i, node in enumerate(nodes)]
+    return dict(zip(unique_names(resolved), resolved, strict=True))
+
+
 def _plain(value: Any) -> Any:
     """YAML-safe data: tuples become lists, enums their value, other objects their text."""
     if isinstance(value, Mapping):
@@ -851,6 +858,7 @@ __all__ = [
     "ResolvedNode",
     "as_node",
     "build_stack",
+    "named_nodes",
     "nested_node",
     "node_provides",
     "resolve_config",

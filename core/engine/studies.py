@@ -662,7 +662,7 @@ def _plan(
             trial_config = load_config(config, [*overrides, f"seed={seed}"], name)
             trial_config.data["name"] = f"{trial_config.data['name']}-s{seed}"
             resolved = resolve_config(trial_config)
-            if resolved.trainer is not None and not resolved.trainer.record.trains_stack:
+            if resolved.trains_own_network:
                 raise ConfigError(
                     f"{config}: train.type: trainer {resolved.trainer.type!r} trains a network of its own, which an "
                     "ablation cannot score as a deblurring stack; train its variants with deblurstack train --variant"

@@ -25,7 +25,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from deblurstack import TrainingError, TrainingSplit
-from deblurstack.compose import ComponentNode, ResolvedConfig, as_node, resolve_node, unique_names
+from deblurstack.compose import ComponentNode, ResolvedConfig, named_nodes
 from deblurstack.engine.supervised import SupervisedTrainer
 from deblurstack.engine.training import TrainingJob
 from deblurstack.plugins.blur2blur.kernel_wizard import MULTIPLE, KernelWizard, KernelWizardOptions, crop_problem
@@ -72,9 +72,8 @@ class KernelWizardTrainer(SupervisedTrainer):
             problems.append(("train.network.in_channels", "the pairs are RGB images: leave it at 3"))
         if self.val_tile is not None:
             problems.append(("train.val_tile", "KernelWizard is validated on whole centred crops: leave it unset"))
-        for i, node in enumerate(self.losses):
-            needs = resolve_node("loss", as_node(node), f"train.losses[{i}]").record.requires
-            if needs:
+        for i, node in enumerate(named_nodes("loss", self.losses, "train.losses").values()):
+            if needs := node.record.requires:
                 problems.append(
                     (f"train.losses.{i}", f"reads {', '.join(needs)}, but a re-blurring loss gets only the two images")
                 )
@@ -84,10 +83,9 @@ class KernelWizardTrainer(SupervisedTrainer):
         return problems
 
     def loss_step(self, job: TrainingJob) -> nn.Module:
-        nodes = [resolve_node("loss", as_node(node), f"train.losses[{i}]") for i, node in enumerate(self.losses)]
         losses = {
             name: (float(node.options["weight"]), node.build().to(job.distributed.device))
-            for name, node in zip(unique_names(nodes), nodes, strict=True)
+            for name, node in named_nodes("loss", self.losses, "train.losses").items()
         }
         return ReblurringLoss(job.stack, losses)
 

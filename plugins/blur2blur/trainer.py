@@ -31,7 +31,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from deblurstack import TrainingError, TrainingSplit, load_weights
-from deblurstack.compose import ComponentNode, ResolvedConfig, as_node, resolve_node, unique_names
+from deblurstack.compose import ComponentNode, ResolvedConfig, as_node, named_nodes, resolve_node
 from deblurstack.engine.distributed import average_gradients, broadcast_buffers
 from deblurstack.engine.loop import LoopOptions, TrainingLoop
 from deblurstack.engine.training import TrainingJob
@@ -141,13 +141,9 @@ class AdversarialTrainer(LoopOptions):
             load_weights(discriminator, checkpoint["path"], key=checkpoint["key"], strict=checkpoint["strict"])
         discriminator_parameters = [p for p in discriminator.parameters() if p.requires_grad]
         known_blur = self.known_blur.build().to(device)
-        nodes = [
-            resolve_node("loss", as_node(node), f"train.reconstruction[{i}]")
-            for i, node in enumerate(self.reconstruction)
-        ]
         reconstruction = [
             (f"reconstruction/{name}", float(node.options["weight"]), node.record.multiscale, node.build().to(device))
-            for name, node in zip(unique_names(nodes), nodes, strict=True)
+            for name, node in named_nodes("loss", self.reconstruction, "train.reconstruction").items()
         ]
         optimizers = {
             "generator": torch.optim.Adam(generator_parameters, lr=self.lr, betas=self.betas),
