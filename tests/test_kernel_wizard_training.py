@@ -129,6 +129,20 @@ def test_a_bad_kernel_wizard_config_is_one_line_naming_its_key(tmp_path, capsys,
     assert f"bad.yaml: {key}: " in errors[0] and problem in errors[0]
 
 
+@pytest.mark.parametrize(("extractor_blocks", "accepted"), [(0, True), (1, False)])
+def test_crops_of_128_fit_a_kernel_extractor_without_blocks_only(tmp_path, capsys, extractor_blocks, accepted):
+    # the blocks reflect-pad the code map by 1, which needs a map of 2 x 2 (crops of 256); without them 1 x 1 will do
+    network = {**NETWORK, "extractor_blocks": extractor_blocks}
+    data = yaml.safe_load(tiny_config(tmp_path / "kw.yaml", network=network).read_text())
+    data["data"]["train"]["patch_size"] = 128
+    (tmp_path / "kw.yaml").write_text(yaml.safe_dump(data))
+    assert main(["config", "check", str(tmp_path / "kw.yaml")]) == (0 if accepted else 2)
+    if accepted:  # and the network takes them
+        assert KernelWizard(**network).kernel(torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128)).shape[-1] == 1
+    else:
+        assert "data.train.patch_size: is 128, but KernelWizard needs crops" in capsys.readouterr().err
+
+
 def test_a_stackless_config_says_so_where_a_stack_is_needed(tmp_path, capsys):
     config = tiny_config(tmp_path / "kw.yaml")
     data = yaml.safe_load(config.read_text())

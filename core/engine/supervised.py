@@ -25,6 +25,9 @@ from deblurstack.compose import ResolvedConfig
 from deblurstack.engine.loop import LoopOptions, TrainingLoop
 from deblurstack.engine.training import LossStep, TrainingJob
 
+AdamBeta = Annotated[float, Field(ge=0.0, lt=1.0)]
+"""One of Adam's two betas, as a trainer's options declare them: ``betas: tuple[AdamBeta, AdamBeta]``."""
+
 
 @dataclass(kw_only=True)
 class SupervisedTrainer(LoopOptions):
@@ -53,7 +56,7 @@ class SupervisedTrainer(LoopOptions):
     num_workers: Annotated[int, Field(ge=0)] = 0
     optimizer: Literal["adamw", "adam"] = "adamw"
     lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1e-3
-    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
+    betas: tuple[AdamBeta, AdamBeta] = (0.9, 0.999)
     weight_decay: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
     scheduler: Literal["cosine", "cosine_restarts", "multistep", "constant"] = "cosine"
     eta_min: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 1e-7
@@ -160,4 +163,4 @@ def _cosine_restarts(periods: tuple[int, ...], optimizer: torch.optim.Optimizer,
     return eta_min / lr
 
 
-__all__ = ["SupervisedTrainer", "make_optimizer", "make_scheduler"]
+__all__ = ["AdamBeta", "SupervisedTrainer", "make_optimizer", "make_scheduler"]

@@ -26,11 +26,9 @@ from torch import Tensor, nn
 
 from deblurstack import TrainingError, TrainingSplit
 from deblurstack.compose import ComponentNode, ResolvedConfig, named_nodes
-from deblurstack.engine.supervised import SupervisedTrainer
+from deblurstack.engine.supervised import AdamBeta, SupervisedTrainer
 from deblurstack.engine.training import TrainingJob
 from deblurstack.plugins.blur2blur.kernel_wizard import MULTIPLE, KernelWizard, KernelWizardOptions, crop_problem
-
-Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 @dataclass(kw_only=True)
@@ -55,7 +53,7 @@ class KernelWizardTrainer(SupervisedTrainer):
     batch_size: Annotated[int, Field(ge=1)] = 16
     optimizer: Literal["adamw", "adam"] = "adam"
     lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1e-4
-    betas: tuple[Beta, Beta] = (0.9, 0.99)
+    betas: tuple[AdamBeta, AdamBeta] = (0.9, 0.99)
     eta_min: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 1e-8
 
     def build_model(self) -> nn.Module:
@@ -78,7 +76,7 @@ class KernelWizardTrainer(SupervisedTrainer):
                     (f"train.losses.{i}", f"reads {', '.join(needs)}, but a re-blurring loss gets only the two images")
                 )
         dataset = resolved.datasets.get("train")
-        if dataset is not None and (problem := crop_problem(dataset.params.get("patch_size"))):
+        if dataset is not None and (problem := crop_problem(dataset.params.get("patch_size"), self.network)):
             problems.append(("data.train.patch_size", problem))
         return problems
 

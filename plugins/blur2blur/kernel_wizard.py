@@ -44,6 +44,7 @@ from deblurstack import Stochastic
 
 #: image sides must be multiples of this: 2 stride-2 convolutions, then 5 more in the extractor and the U-Net
 MULTIPLE = 128
+_EXTRACTOR_BLOCKS = 4  # GOPRO_woVAE's KernelExtractor.n_blocks
 _RECON_CHANNELS = 64  # the official reconstruction trunk hard-codes 64 channels after its first upsampling
 
 
@@ -167,14 +168,23 @@ class KernelWizardOptions(TypedDict, total=False):
     use_vae: bool
 
 
-def crop_problem(size: int | None) -> str | None:
-    """Why crops of side ``size`` do not fit KernelWizard's kernel extraction, or None when they do."""
-    if size is not None and size % MULTIPLE == 0 and size >= 2 * MULTIPLE:
+def crop_problem(size: int | None, network: KernelWizardOptions | None = None) -> str | None:
+    """Why crops of side ``size`` do not fit the kernel extraction of the KernelWizard of shape ``network``, or None
+    when they do."""
+    blocks = (network or {}).get("extractor_blocks", _EXTRACTOR_BLOCKS)
+    minimum = crop_minimum(blocks)
+    if size is not None and size % MULTIPLE == 0 and size >= minimum:
         return None
+    padding = ", and its extractor pads that map by 1" if blocks else ""
     return (
-        f"is {size}, but KernelWizard needs crops whose side is a multiple of {MULTIPLE}, at least {2 * MULTIPLE} "
-        f"(its kernel map is 1/{MULTIPLE} of the crop, and its extractor pads that map by 1)"
+        f"is {size}, but KernelWizard needs crops whose side is a multiple of {MULTIPLE}, at least {minimum} "
+        f"(its kernel map is 1/{MULTIPLE} of the crop{padding})"
     )
+
+
+def crop_minimum(extractor_blocks: int) -> int:
+    # the extractor's blocks reflect-pad the code map by 1, which needs a map of at least 2 x 2
+    return 2 * MULTIPLE if extractor_blocks else MULTIPLE
 
 
 class KernelWizard(Stochastic, nn.Module):
@@ -194,7 +204,7 @@ class KernelWizard(Stochastic, nn.Module):
         front_blocks: int = 10,
         back_blocks: int = 20,
         kernel_dim: int = 512,
-        extractor_blocks: int = 4,
+        extractor_blocks: int = _EXTRACTOR_BLOCKS,
         use_vae: bool = False,
     ) -> None:
         super().__init__()
@@ -228,8 +238,7 @@ class KernelWizard(Stochastic, nn.Module):
 
     def encode(self, sharp: Tensor, blurry: Tensor) -> tuple[Tensor, Tensor]:
         """The code map's mean and sigma for a pair (sigma is zero without the VAE): the official ``forward``."""
-        # the reflect-padded blocks need a code map of at least 2 x 2, so pairs need sides of 256 or more
-        minimum = 2 * MULTIPLE if self.extractor_blocks else MULTIPLE
+        minimum = crop_minimum(self.extractor_blocks)
         _check_image("sharp", sharp, minimum)
         _check_image("blurry", blurry, minimum)
         _check_same("blurry", blurry, "sharp", sharp)

@@ -34,6 +34,7 @@ from deblurstack import TrainingError, TrainingSplit, load_weights
 from deblurstack.compose import ComponentNode, ResolvedConfig, as_node, named_nodes, resolve_node
 from deblurstack.engine.distributed import average_gradients, broadcast_buffers
 from deblurstack.engine.loop import LoopOptions, TrainingLoop
+from deblurstack.engine.supervised import AdamBeta
 from deblurstack.engine.training import TrainingJob
 from deblurstack.plugins.blur2blur.kernel_wizard import crop_problem
 from deblurstack.plugins.blur2blur.known_blur import KnownBlurNode, Synthesizer
@@ -45,7 +46,6 @@ from deblurstack.plugins.blur2blur.losses import (
 )
 
 Rate = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
-Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 @dataclass(kw_only=True)
@@ -74,7 +74,7 @@ class AdversarialTrainer(LoopOptions):
     num_workers: Annotated[int, Field(ge=0)] = 0
     lr: Rate = 2e-4
     discriminator_lr: Rate | None = None
-    betas: tuple[Beta, Beta] = (0.5, 0.999)
+    betas: tuple[AdamBeta, AdamBeta] = (0.5, 0.999)
     decay_from: Annotated[float, Field(ge=0.0, le=1.0)] = 1 / 3
     discriminator_steps: Annotated[int, Field(ge=1)] = 1
     gan_mode: Literal["hinge", "vanilla", "lsgan"] = "hinge"
@@ -122,7 +122,7 @@ class AdversarialTrainer(LoopOptions):
                 )
         dataset = resolved.datasets.get("train")
         if self.known_blur.type == "kernel_wizard" and dataset is not None:
-            if problem := crop_problem(dataset.params.get("patch_size")):
+            if problem := crop_problem(dataset.params.get("patch_size"), self.known_blur.network):
                 problems.append(("data.train.patch_size", f"{problem} (known_blur kernel_wizard)"))
         return problems
 

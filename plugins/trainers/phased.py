@@ -24,11 +24,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from deblurstack import TrainingError, TrainingSplit
 from deblurstack.engine.loop import LoopOptions, TrainingLoop
-from deblurstack.engine.supervised import make_optimizer, make_scheduler
+from deblurstack.engine.supervised import AdamBeta, make_optimizer, make_scheduler
 from deblurstack.engine.training import LossStep, TrainingJob
 
 Rate = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
-Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class Phase(BaseModel):
@@ -62,7 +61,7 @@ class Phase(BaseModel):
     batch_size: Annotated[int, Field(ge=1)] = 8
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1e-3
-    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    betas: tuple[AdamBeta, AdamBeta] = (0.9, 0.999)
     weight_decay: Rate = 0.0
     scheduler: Literal["constant", "multistep", "cosine"] = "constant"
     milestones: tuple[Annotated[int, Field(ge=1)], ...] = ()
