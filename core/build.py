@@ -54,7 +54,7 @@ def make_stack(resolved: ResolvedConfig) -> Stack:
             node.build(), node.options.get("weight", 1.0), node.record.multiscale, node.record.requires
         )
     frozen = [name for name, node in resolved.model_nodes() if node.options.get("frozen")]
-    stack = Stack(backbone, priors, translator, losses, frozen)
+    stack = Stack(backbone, priors, translator, losses, frozen, resolved.keep_input_low_frequencies)
     if resolved.checkpoint:
         try:
             load_weights(

@@ -16,6 +16,7 @@ A configuration has these sections::
       priors:     [{type: ..., ...}]                             # optional
       backbone:   {type: unet.small, ...}                        # required
       losses:     [{type: psnr, weight: 1.0}]
+      keep_input_low_frequencies: 16.0                           # optional: see Stack
     data:                                   # split name -> dataset
       train: {type: ..., aux: {masks: {type: <mask source>}}}
     metrics: [{type: psnr}]
@@ -48,7 +49,9 @@ from deblurstack.registry import Component, PluginManager, get_plugin_manager
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: ``vars`` holds free values for ``${vars...}`` interpolation (paths, sizes); nothing reads it directly
 SECTIONS = ("name", "seed", "vars", "stack", "data", "metrics", "train")
-STACK_KEYS = ("translator", "priors", "backbone", "losses", "checkpoint")
+#: the largest ``stack.keep_input_low_frequencies``: its kernel spans 6 sigma
+MAX_LOWPASS_SIGMA = 256
+STACK_KEYS = ("translator", "priors", "backbone", "losses", "checkpoint", "keep_input_low_frequencies")
 #: inputs every sample has
 BASIC_INPUTS = ("input", "target")
 #: the data split trainers train on; losses' inputs are checked against it alone
@@ -111,6 +114,7 @@ class ResolvedConfig:
     metrics: list[ResolvedNode] = field(default_factory=list)
     trainer: ResolvedNode | None = None
     checkpoint: dict[str, Any] | None = None  # weights of the whole stack (stack.checkpoint)
+    keep_input_low_frequencies: float | None = None  # a Gaussian's sigma in pixels (stack.keep_input_low_frequencies)
 
     @property
     def trains_own_network(self) -> bool:
@@ -211,6 +215,8 @@ def explicit_stack(resolved: ResolvedConfig) -> dict[str, Any]:
     stack["losses"] = [node.to_dict() for node in resolved.losses]
     if resolved.checkpoint:
         stack["checkpoint"] = dict(resolved.checkpoint)
+    if resolved.keep_input_low_frequencies:
+        stack["keep_input_low_frequencies"] = resolved.keep_input_low_frequencies
     return stack
 
 
@@ -373,6 +379,14 @@ class _Resolver:
             options = {"checkpoint": stack["checkpoint"]}
             self.check_options(options, "stack")
             resolved.checkpoint = options["checkpoint"] if isinstance(options["checkpoint"], dict) else None
+        if (sigma := stack.get("keep_input_low_frequencies")) is not None:
+            if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma <= MAX_LOWPASS_SIGMA:
+                self.problem(
+                    "stack.keep_input_low_frequencies",
+                    f"must be a Gaussian's sigma in pixels, above 0 and at most {MAX_LOWPASS_SIGMA}, got {sigma!r}",
+                )
+            else:
+                resolved.keep_input_low_frequencies = float(sigma)
         if stack.get("translator") is not None:
             resolved.translator = self.node("translator", stack["translator"], "stack.translator")
         resolved.priors = self.node_list("prior", stack.get("priors"), "stack.priors")

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from deblurstack.contracts import PriorOutput
 
@@ -66,6 +67,11 @@ class Stack(nn.Module):
         losses: named weighted losses used by :meth:`compute_loss`.
         frozen: submodule names (``"backbone"``, ``"translator"``, ``"priors.0"``) whose
             parameters are not trained and that stay in eval mode.
+        keep_input_low_frequencies: the sigma (pixels) of a Gaussian low-pass below which every output keeps
+            the (translated) input's frequencies: ``output - lowpass(output - input)``. Blur kernels sum to one
+            and barely change what lies far below their size, so the sharp image has those frequencies
+            already; what the constraint forbids is a shift of colour or brightness, the way a small model
+            fails on photos unlike its training ones. Unset: off.
     """
 
     def __init__(
@@ -75,8 +81,10 @@ class Stack(nn.Module):
         translator: nn.Module | None = None,
         losses: Mapping[str, WeightedLoss] | None = None,
         frozen: Iterable[str] = (),
+        keep_input_low_frequencies: float | None = None,
     ) -> None:
         super().__init__()
+        self.keep_input_low_frequencies = keep_input_low_frequencies
         self.translator = translator
         self.priors = nn.ModuleList(priors)
         self.backbone = backbone
@@ -143,6 +151,8 @@ class Stack(nn.Module):
             )
         result = self.backbone(backbone_input, guidance=guidance) if guidance else self.backbone(backbone_input)
         scales = list(result) if isinstance(result, (list, tuple)) else [result]
+        if self.keep_input_low_frequencies:
+            scales = [_keep_low_frequencies(scale, translated, self.keep_input_low_frequencies) for scale in scales]
         return StackOutput(image=scales[-1], scales=scales, translated=translated, priors=prior_outputs)
 
     def compute_loss(
@@ -166,6 +176,29 @@ class Stack(nn.Module):
 
 def _last(result: Tensor | Sequence[Tensor]) -> Tensor:
     return result[-1] if isinstance(result, (list, tuple)) else result
+
+
+def _keep_low_frequencies(output: Tensor, image: Tensor, sigma: float) -> Tensor:
+    """``output`` with the low frequencies of ``image`` (resized to it): ``output - lowpass(output - image)``,
+    the Gaussian's sigma shrunk with the scale of a multi-scale output."""
+    if image.shape[-2:] != output.shape[-2:]:
+        sigma = sigma * output.shape[-1] / image.shape[-1]
+        image = F.interpolate(image, size=output.shape[-2:], mode="area")
+    return output - _gaussian_lowpass(output - image[:, : output.shape[1]], sigma)
+
+
+def _gaussian_lowpass(image: Tensor, sigma: float) -> Tensor:
+    """``image`` (``B x C x H x W``) blurred by a Gaussian of ``sigma`` pixels (truncated at 3 sigma), separably,
+    with reflected borders (replicated where the image is smaller than the kernel)."""
+    radius = max(1, int(3 * sigma))
+    taps = torch.arange(-radius, radius + 1, device=image.device, dtype=torch.float32)
+    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).to(image.dtype)
+    channels = image.shape[1]
+    mode = "reflect" if min(image.shape[-2:]) > radius else "replicate"
+    padded = F.pad(image, (radius, radius, radius, radius), mode=mode)
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
 def _merge_guidance(outputs: Sequence[PriorOutput]) -> dict[str, Callable[[Tensor], Tensor]]:

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from deblurstack import ConfigError, Stack, build_stack, save_atomic
+from deblurstack.cli import main
+from deblurstack.compose import explicit_stack, resolve_config
 from deblurstack.testing import make_aux
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -293,3 +296,57 @@ def test_folded_batch_norm_is_the_norm_after_the_convolution(affine, conv_bias):
         assert folded_batch_norm(conv, nn.Identity())[0] is conv.weight
     with pytest.raises(TypeError, match="GroupNorm"):  # another norm is not silently dropped
         folded_batch_norm(conv, nn.GroupNorm(2, 6))
+
+
+class CastAndTexture(torch.nn.Module):
+    """A backbone whose residual is a colour cast plus a pixel checkerboard (at every scale it returns)."""
+
+    def __init__(self, scales: int = 1, texture: float = 0.1) -> None:
+        super().__init__()
+        self.scales, self.texture = scales, texture
+
+    def forward(self, image):
+        outputs = []
+        for level in reversed(range(self.scales)):
+            x = torch.nn.functional.avg_pool2d(image, 2**level) if level else image
+            checkers = (
+                torch.arange(x.shape[-2])[:, None] + torch.arange(x.shape[-1])
+            ) % 2 * 2 * self.texture - self.texture
+            outputs.append(x + torch.tensor([0.3, -0.2, 0.1]).view(1, 3, 1, 1) + checkers)
+        return outputs if self.scales > 1 else outputs[0]
+
+
+@pytest.mark.parametrize("scales", [1, 3])
+def test_keeping_the_input_low_frequencies_removes_a_colour_cast_and_keeps_fine_detail(scales):
+    image = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(0))
+    free = Stack(CastAndTexture(scales)).run(image).scales
+    kept = Stack(CastAndTexture(scales), keep_input_low_frequencies=4.0).run(image).scales
+    for free_scale, kept_scale in zip(free, kept, strict=True):
+        small = torch.nn.functional.interpolate(image, size=kept_scale.shape[-2:], mode="area")
+        checkers = free_scale - small - torch.tensor([0.3, -0.2, 0.1]).view(1, 3, 1, 1)
+        # the cast (constant) goes entirely, the checkerboard (the highest frequency) stays
+        assert torch.allclose(kept_scale - small, checkers, atol=1e-4)
+        assert (free_scale - small).mean((0, 2, 3)).sub(torch.tensor([0.3, -0.2, 0.1])).abs().max() < 1e-3
+
+
+def test_a_small_image_keeps_its_low_frequencies_too():
+    # smaller than the kernel's radius: borders replicated instead of reflected
+    image = torch.rand(1, 3, 5, 7, generator=torch.Generator().manual_seed(1))
+    kept = Stack(CastAndTexture(texture=0.0), keep_input_low_frequencies=16.0)(image)
+    assert torch.allclose(kept, image, atol=1e-6)
+
+
+def test_keep_input_low_frequencies_is_built_and_written_into_the_explicit_config():
+    config = {"stack": {"backbone": {"type": "unet.tiny"}, "keep_input_low_frequencies": 8}}
+    assert build_stack(config).keep_input_low_frequencies == 8.0
+    assert explicit_stack(resolve_config(config))["keep_input_low_frequencies"] == 8.0
+    assert build_stack({"stack": {"backbone": {"type": "unet.tiny"}}}).keep_input_low_frequencies is None
+
+
+@pytest.mark.parametrize("value", [0, -2.0, 1000, "wide", True, float("nan")])
+def test_a_bad_low_frequency_sigma_is_one_line_naming_its_key(tmp_path, capsys, value):
+    path = tmp_path / "stack.yaml"
+    path.write_text(yaml.safe_dump({"stack": {"backbone": {"type": "unet.tiny"}, "keep_input_low_frequencies": value}}))
+    assert main(["config", "check", str(path)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and f"{path}: stack.keep_input_low_frequencies: must be a Gaussian's sigma" in errors[0]

@@ -34,9 +34,9 @@ EMBEDDED_PHOTOS = (
     "retina",
     "rocket",
 )
-#: more real photographs scikit-image ships (grayscale), outside the default set so that data made from it stay
-#: as they were; the quickstart trains on them too
-EXTRA_PHOTOS = ("clock", "coins", "moon", "page", "text")
+#: more real photographs scikit-image ships (five grayscale, the colour motorcycle), outside the default set so that
+#: data made from it stay as they were; the quickstart trains on them too
+EXTRA_PHOTOS = ("clock", "coins", "moon", "page", "text", "motorcycle")
 EMBEDDED = "skimage"
 
 
@@ -78,7 +78,8 @@ def embedded_photos(max_side: int | None = 512, names: Sequence[str] = EMBEDDED_
 
     photos = {}
     for name in names:
-        image = getattr(data, name)()
+        # motorcycle: the left view of scikit-image's stereo pair (the right one is nearly the same photo)
+        image = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)
         photos[name] = limit_side(image[..., :3].astype(np.float32) / 255.0, max_side)
