@@ -295,3 +295,14 @@ def test_a_mixture_with_local_blur_provides_a_blur_mask_for_every_pair(tmp_path,
     )
     assert main(["config", "check", str(plain)]) == 2  # no component makes a local mask: nothing to provide
     assert "needs input 'blur_mask'" in capsys.readouterr().err
+
+
+def test_the_extra_bundled_photos_are_there_to_choose_and_motorcycle_is_in_colour():
+    # clock..text are grayscale repeated to RGB; motorcycle is the left view of scikit-image's stereo pair
+    extra = embedded_photos(64, ["clock", "motorcycle"])
+    assert extra["clock"].shape[-1] == 3 and np.array_equal(extra["clock"][..., 0], extra["clock"][..., 2])
+    assert extra["motorcycle"].shape == (43, 64, 3) and not np.allclose(
+        extra["motorcycle"][..., 0], extra["motorcycle"][..., 2]
+    )
+    pairs = dataset(photos=["motorcycle", "text"])
+    assert len(pairs) == 2 * pairs.pairs_per_image and pairs[0]["target"].shape == (3, 43, 64)
