@@ -385,7 +385,7 @@ def test_the_quickstart_runs_end_to_end_at_toy_size(tmp_path, capsys):
     assert "| blurry input |" in out and "| output |" in out
     assert (tmp_path / "runs" / "quickstart" / "evaluation" / "summary.md").is_file()
     assert (tmp_path / "runs" / "quickstart" / "images" / "step_00000004.png").is_file()
-    assert len(list((tmp_path / "data" / "train" / "input").iterdir())) == 14  # 16 photos, 2 held out
+    assert len(list((tmp_path / "data" / "train" / "input").iterdir())) == 15  # 17 photos, 2 held out
     # best.pth is picked on other pairs of the training photos, never on the held-out test photos
     assert sorted(p.name for p in (tmp_path / "data" / "val" / "input").iterdir()) == sorted(
         p.name for p in (tmp_path / "data" / "train" / "input").iterdir()
