@@ -56,6 +56,7 @@ def train(
     job, trainer = prepare_training(config, overrides, runs_dir, resume, device, command_line, variant)
     try:
         trainer.fit(job)
+        distributed.wait_for_all(job.distributed)
     finally:
         distributed.teardown()
     return job.run.directory
@@ -139,6 +140,7 @@ def test(
         result = evaluate(
             stack, dataset, metrics, place, save_to=images, translated_to=translated, tile=tile, overlap=overlap
         )
+        distributed.wait_for_all(place)
     finally:
         distributed.teardown()
     if not place.is_main:
