@@ -65,13 +65,22 @@ def train_process(
     """``deblurstack train CONFIG --runs-dir RUNS_DIR ARGUMENTS`` in a new process, or in ``processes`` ranks under
     torchrun, one thread each. ``site``: a folder of installed plugins to add (e.g. :func:`install_killer`'s), ``kill``:
     when the killer plugin kills the process (``step:13``, ``validation:20``, ``save:30``)."""
+    arguments = ("train", str(config), "--runs-dir", str(runs_dir), *arguments)
+    return deblurstack_process(*arguments, processes=processes, kill=kill, site=site, timeout=timeout)
+
+
+def deblurstack_process(
+    *arguments: str, processes: int = 1, kill: str = "", site: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``deblurstack ARGUMENTS`` in a new process, or in ``processes`` ranks under torchrun, one thread each; see
+    :func:`train_process`."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DEBLURSTACK_KILL": kill}
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     launcher = [sys.executable, "-m"]
     if processes > 1:
         launcher += ["torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), "-m"]
-    command = [*launcher, "deblurstack", "train", str(config), "--runs-dir", str(runs_dir), *arguments]
+    command = [*launcher, "deblurstack", *arguments]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 

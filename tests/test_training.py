@@ -27,7 +27,7 @@ from deblurstack.data import read_image, write_image
 from deblurstack.engine.checkpoints import Checkpoints, load_training_state
 from deblurstack.engine.prepare import EMBEDDED, synthesize
 from deblurstack.registry import get_plugin_manager
-from tests.processes import install_killer, train_process, unequal_tensors
+from tests.processes import deblurstack_process, install_killer, train_process, unequal_tensors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -288,6 +288,24 @@ def test_evaluation_writes_per_image_scores_and_a_summary_with_the_protocol(tmp_
     assert f"weights: {checkpoint} (params_ema, step" in summary and "whole images" in summary
     assert sorted(p.name for p in (tmp_path / "report" / "images").iterdir()) == ["chelsea_0.png", "chelsea_1.png"]
     assert capsys.readouterr().out.startswith("# tiny: test")
+
+
+def test_evaluation_on_two_processes_writes_the_report_of_one_process(tmp_path, trained):
+    config, checkpoint = trained
+    reports = {}
+    for processes in (1, 2):
+        out = tmp_path / f"on_{processes}"
+        ran = deblurstack_process(
+            "test", str(config), "--checkpoint", str(checkpoint), "--out", str(out), processes=processes
+        )
+        assert ran.returncode == 0, ran.stderr
+        with open(out / "per_image.csv") as file:
+            reports[processes] = list(csv.DictReader(file))
+    assert [r["image"] for r in reports[2]] == ["chelsea_0", "chelsea_1"]  # one image on each rank, gathered in order
+    for alone, ranked in zip(reports[1], reports[2], strict=True):
+        assert {k: float(v) for k, v in alone.items() if k != "image"} == pytest.approx(
+            {k: float(v) for k, v in ranked.items() if k != "image"}, rel=1e-6
+        )
 
 
 def test_evaluation_of_a_missing_split_or_weights_is_one_line(trained, capsys):
