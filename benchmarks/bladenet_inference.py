@@ -6,7 +6,9 @@ BatchNorm as its own op; Up as bilinear x2 (align_corners), zero padding to the 
 SAUp as Up, then DoubleConv(C -> C), ``A = sigmoid(conv7x7(F))``, ``F * A``, DoubleConv(C -> C/2 -> out); the
 MaskNet's two logits appended to the image; a sigmoid head. It reads our stack's state dict (random weights,
 BatchNorm statistics and affines drawn away from the identity), so both run the same weights. Ours folds
-BatchNorm into the convolutions and runs channels-last in eval mode without autograd.
+BatchNorm into the convolutions (weights prepared once), runs channels-last in eval mode without autograd, and
+computes the 3x3 convolutions of at least 256 channels on maps of at most 64x64 with Winograd's F(2x2, 3x3)
+(``folded_conv3x3``), so it can run below the matrix-multiply floor of the direct convolutions.
 
 The two run interleaved in rotating order on one input with the same threads. Printed: median times, the
 median per-round ratio reference / ours, the max abs difference (exact: <= 1e-5), the convolutions' MACs and the

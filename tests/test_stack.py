@@ -298,6 +298,73 @@ def test_folded_batch_norm_is_the_norm_after_the_convolution(affine, conv_bias):
         folded_batch_norm(conv, nn.GroupNorm(2, 6))
 
 
+@pytest.mark.parametrize(
+    "in_channels, out_channels, size, channels_last",
+    [
+        (256, 288, (8, 6), True),  # Winograd F(2x2, 3x3)
+        (320, 256, (4, 10), False),  # Winograd, from an NCHW map
+        (256, 256, (30, 64), True),  # Winograd in bands of 4 tile rows, the last one of 3
+        (256, 256, (7, 8), True),  # an odd side: the direct convolution
+        (8, 16, (9, 7), True),  # too few channels: the direct convolution
+    ],
+)
+def test_folded_conv3x3_is_the_norm_after_the_convolution(in_channels, out_channels, size, channels_last):
+    from torch import nn
+
+    from deblurstack import folded_conv3x3
+
+    torch.manual_seed(0)
+    conv, norm = nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels).eval()
+    norm.running_mean.uniform_(-1, 1)
+    norm.running_var.uniform_(0.5, 2)
+    nn.init.uniform_(norm.weight, 0.5, 1.5)
+    x = torch.randn(2, in_channels, *size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = norm(conv(x))
+        folded = folded_conv3x3(x, conv, norm)
+        assert (folded - expected).abs().max() <= 1e-6 * expected.abs().max() * in_channels**0.5
+        without_norm = folded_conv3x3(x, conv)
+        assert (without_norm - conv(x)).abs().max() <= 1e-6 * expected.abs().max() * in_channels**0.5
+        winograd = min(in_channels, out_channels) >= 256 and size[0] % 2 == 0 and size[1] % 2 == 0
+        assert torch.equal(folded, expected) is False or not winograd  # another arithmetic than oneDNN's
+
+
+def test_folded_conv3x3_follows_every_change_of_the_weights_it_keeps():
+    """The folded (and Winograd-transformed) weights are kept on the convolution, and made again when a weight or
+    statistic changes in place, the modules move to another dtype, or the modules were made in inference mode."""
+    from torch import nn
+
+    from deblurstack import folded_conv3x3
+
+    torch.manual_seed(0)
+    conv, norm = nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256).eval()
+    x = torch.randn(1, 256, 6, 6)
+
+    def check() -> None:
+        with torch.inference_mode():
+            expected = norm(conv(x))
+            assert (folded_conv3x3(x, conv, norm) - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+    check()
+    conv.load_state_dict({"weight": torch.randn(256, 256, 3, 3) / 48, "bias": torch.randn(256)})
+    check()
+    with torch.no_grad():
+        norm.running_mean.add_(1.0)
+        norm.weight.mul_(2.0)
+    check()
+    conv.double(), norm.double()
+    x = x.double()
+    check()
+    with torch.inference_mode():  # inference tensors have no version counters: nothing is kept for them
+        conv, norm = nn.Conv2d(256, 256, 3, padding=1).double(), nn.BatchNorm2d(256).double().eval()
+        check()
+        with torch.no_grad():
+            conv.weight.mul_(-1)
+        check()
+
+
 class CastAndTexture(torch.nn.Module):
     """A backbone whose residual is a colour cast plus a pixel checkerboard (at every scale it returns)."""
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from deblurstack import ConfigError, Prior, PriorOutput, folded_batch_norm, inference_fast_path
+from deblurstack import ConfigError, Prior, PriorOutput, folded_conv3x3, inference_fast_path
 
 #: the official SAUp blocks by the insertion point they sit at in ``unet.bladenet``
 OFFICIAL_BLOCKS = {"deblurNet.up2.": "decoder_s4", "deblurNet.up3.": "decoder_s2", "deblurNet.up4.": "decoder_s1"}
@@ -79,7 +79,7 @@ class AttentionBlock(nn.Module):
             layers = self.conv1.double_conv
             refined = features
             for conv, norm in ((layers[0], layers[1]), (layers[3], layers[4])):
-                refined = F.conv2d(refined, *folded_batch_norm(conv, norm), padding=1).relu_()
+                refined = folded_conv3x3(refined, conv, norm).relu_()
         else:
             refined = self.conv1.double_conv(features)
         attention = self.sa1(refined)

@@ -20,11 +20,17 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from deblurstack import Backbone, Guidance, folded_batch_norm, image_residual, inference_fast_path, pad_to_multiple
+from deblurstack import (
+    Backbone,
+    Guidance,
+    folded_conv3x3,
+    image_residual,
+    inference_fast_path,
+    pad_to_multiple,
+)
 
 Channels = Annotated[int, Field(ge=1, le=4096)]
 
@@ -54,7 +60,7 @@ class DoubleConv(nn.Module):
         if not inference_fast_path(self):
             return self.double_conv(x)
         for conv, norm in ((self.double_conv[0], self.double_conv[1]), (self.double_conv[3], self.double_conv[4])):
-            x = F.conv2d(x, *folded_batch_norm(conv, norm), padding=1).relu_()  # BN folded into the conv
+            x = folded_conv3x3(x, conv, norm).relu_()  # BN folded into the conv
         return x
 
 
