@@ -7,11 +7,14 @@ Usage and configuration errors print one line per problem on stderr and exit wit
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import shlex
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from deblurstack.engine.commands import COMMANDS, is_override
 from deblurstack.errors import DeblurstackError, PluginError, PluginWarning, did_you_mean
@@ -104,6 +107,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     finally:
         warnings.showwarning = previous_showwarning
+
+
+def run() -> NoReturn:
+    """The ``deblurstack`` command and ``python -m deblurstack`` (what torchrun launches): :func:`main`, then exit.
+
+    A torchrun worker (``WORLD_SIZE`` > 1) leaves with ``os._exit`` once its output is flushed, skipping the
+    interpreter's finalization: there, gloo's threads (left after the process group is destroyed) could abort a
+    rank that had finished well ("terminate called without an active exception"). So that an error still
+    reads as one, an exception that escapes :func:`main` (``--debug``, a bug) is printed with its traceback and
+    exits with status 1, as Python would.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        raise SystemExit(main())
+    try:
+        code = main()
+    except SystemExit as stop:  # argparse's usage errors and --help
+        if stop.code is not None and not isinstance(stop.code, int):
+            print(stop.code, file=sys.stderr)
+        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _show_plugin_warning(fallback: Any) -> Any:

@@ -380,10 +380,10 @@ class _Resolver:
             self.check_options(options, "stack")
             resolved.checkpoint = options["checkpoint"] if isinstance(options["checkpoint"], dict) else None
         if (sigma := stack.get("keep_input_low_frequencies")) is not None:
-            if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma <= MAX_LOWPASS_SIGMA:
-                self.problem(
+            if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 1 <= sigma <= MAX_LOWPASS_SIGMA:
+                self.problem(  # below one pixel the Gaussian is nearly a delta: the stack would return its input
                     "stack.keep_input_low_frequencies",
-                    f"must be a Gaussian's sigma in pixels, above 0 and at most {MAX_LOWPASS_SIGMA}, got {sigma!r}",
+                    f"must be a Gaussian's sigma in pixels, at least 1 and at most {MAX_LOWPASS_SIGMA}, got {sigma!r}",
                 )
             else:
                 resolved.keep_input_low_frequencies = float(sigma)

@@ -180,25 +180,35 @@ def _last(result: Tensor | Sequence[Tensor]) -> Tensor:
 
 def _keep_low_frequencies(output: Tensor, image: Tensor, sigma: float) -> Tensor:
     """``output`` with the low frequencies of ``image`` (resized to it): ``output - lowpass(output - image)``,
-    the Gaussian's sigma shrunk with the scale of a multi-scale output."""
+    the Gaussian's sigma shrunk with the scale of a multi-scale output, to no less than one pixel (a narrower
+    Gaussian is nearly a delta: that scale would return its input)."""
     if image.shape[-2:] != output.shape[-2:]:
-        sigma = sigma * output.shape[-1] / image.shape[-1]
+        sigma = max(1.0, sigma * output.shape[-1] / image.shape[-1])
         image = F.interpolate(image, size=output.shape[-2:], mode="area")
     return output - _gaussian_lowpass(output - image[:, : output.shape[1]], sigma)
 
 
 def _gaussian_lowpass(image: Tensor, sigma: float) -> Tensor:
     """``image`` (``B x C x H x W``) blurred by a Gaussian of ``sigma`` pixels (truncated at 3 sigma), separably,
-    with reflected borders (replicated where the image is smaller than the kernel)."""
+    with reflected borders (reflected again where the image is narrower than the kernel's radius)."""
     radius = max(1, int(3 * sigma))
     taps = torch.arange(-radius, radius + 1, device=image.device, dtype=torch.float32)
     kernel = torch.exp(-(taps**2) / (2 * sigma**2))
     kernel = (kernel / kernel.sum()).to(image.dtype)
     channels = image.shape[1]
-    mode = "reflect" if min(image.shape[-2:]) > radius else "replicate"
-    padded = F.pad(image, (radius, radius, radius, radius), mode=mode)
+    padded = image.index_select(-2, _reflected(image.shape[-2], radius, image.device))
+    padded = padded.index_select(-1, _reflected(image.shape[-1], radius, image.device))
     rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
     return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def _reflected(size: int, radius: int, device: torch.device) -> Tensor:
+    """Indices of ``size`` positions padded by ``radius`` on each side by reflection (``F.pad``'s ``reflect``, which
+    needs ``radius < size``), folded as often as it takes for any size: one graph for export, no size branches."""
+    period = 2 * (size - 1) if size > 1 else 1
+    index = torch.arange(-radius, size + radius, device=device)
+    index = index.remainder(torch.full_like(index, period))  # a tensor divisor: ONNX cannot take a symbolic scalar
+    return (size - 1) - ((size - 1) - index).abs()
 
 
 def _merge_guidance(outputs: Sequence[PriorOutput]) -> dict[str, Callable[[Tensor], Tensor]]:

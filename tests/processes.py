@@ -1,5 +1,5 @@
-"""Training in real processes: ``deblurstack train`` alone or under torchrun, killed with SIGKILL at a chosen moment
-and resumed, and the comparison of the checkpoints they leave."""
+"""deblurstack in real processes: any command alone or under torchrun (:func:`deblurstack_process`), training killed
+with SIGKILL at a chosen moment and resumed, and the comparison of the checkpoints they leave."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from deblurstack.checkpoint import save_atomic
 from deblurstack.cli import main
 from deblurstack.data import write_image
 from deblurstack.engine.checkpoints import load_training_state, seed_global_generators
+from deblurstack.plugins.blur2blur.kernel_wizard import KernelWizard
 from deblurstack.plugins.blur2blur.known_blur import KnownImages, Synthesizer
 from deblurstack.plugins.blur2blur.unpaired import UnpairedFolder
 from deblurstack.testing import check_component
@@ -380,6 +381,14 @@ def test_the_example_configs_are_refused_only_for_their_missing_data_and_weights
         build_stack({"stack": {"backbone": {"type": "unet.small"}}}).backbone.state_dict(), tmp_path / "best.pth"
     )
     assert main(["config", "check", str(examples / "small.yaml"), missing_deblurrer]) == 0
+    # variant kernel_wizard also needs a KernelWizard trained by kernel_wizard.yaml's small variant
+    wizard = [missing_deblurrer, f"vars.kernel_wizard={tmp_path / 'wizard.pth'}", "--variant", "kernel_wizard"]
+    assert main(["config", "check", str(examples / "small.yaml"), *wizard]) == 2
+    missing_wizard = f"train.known_blur.weights: no such file: {tmp_path / 'wizard.pth'}"
+    assert capsys.readouterr().err.strip().endswith(missing_wizard)
+    shape = {"nf": 8, "front_blocks": 1, "back_blocks": 2, "kernel_dim": 32, "extractor_blocks": 0}
+    save_atomic(KernelWizard(**shape).state_dict(), tmp_path / "wizard.pth")
+    assert main(["config", "check", str(examples / "small.yaml"), *wizard]) == 0, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("tile", [None, 40])

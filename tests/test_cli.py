@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -141,6 +142,29 @@ def test_the_console_script_and_python_m_agree():
         commands.append([str(script), "components", "list"])
     outputs = {subprocess.run(c, capture_output=True, text=True, check=True).stdout for c in commands}
     assert len(outputs) == 1 and "unet" in outputs.pop()
+
+
+def test_a_torchrun_worker_leaves_with_its_exit_code_and_all_its_output(tmp_path):
+    """Under WORLD_SIZE > 1 both entry points end with os._exit (no interpreter finalization, see cli.run): the
+    piped output still arrives whole, a usage or config error keeps its status, and an exception that escapes
+    (--debug) is printed with its traceback and exits 1."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stack: {backbone: {type: unte}}\n")
+    script = Path(sys.executable).with_name("deblurstack")
+    entry_points = [[sys.executable, "-m", "deblurstack"], *([[str(script)]] if script.exists() else [])]
+    environment = {**os.environ, "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
+    for entry in entry_points:
+
+        def ran(*args: str, entry: list[str] = entry) -> subprocess.CompletedProcess:
+            return subprocess.run([*entry, *args], capture_output=True, text=True, env=environment, timeout=120)
+
+        listed, alone = ran("components", "list"), subprocess.run([*entry, "components", "list"], capture_output=True)
+        assert listed.returncode == 0 and listed.stdout == alone.stdout.decode() and "unet" in listed.stdout
+        refused = ran("config", "check", str(bad))
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "unte" in refused.stderr
+        assert ran("components", "list", "--kind", "backbones").returncode == 2
+        raised = ran("config", "check", str(bad), "--debug")
+        assert raised.returncode == 1 and "Traceback" in raised.stderr and "ConfigError" in raised.stderr
 
 
 def test_config_check_builds_the_stack_so_a_frozen_part_without_weights_is_refused(tmp_path, capsys):

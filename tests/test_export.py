@@ -41,6 +41,20 @@ def test_every_builtin_backbone_exports_to_onnx_and_matches_on_another_size(tmp_
     assert np.abs(session.run(None, {"image": odd.numpy()})[0] - expected).max() <= 1e-4
 
 
+def test_a_stack_keeping_the_input_low_frequencies_exports_with_torch_export_for_every_size(tmp_path):
+    """Its low-pass reflects borders without a size branch, so torch.export follows it (a branch on the size made it
+    fall back to the trace, which fixed the padding to the traced size's); small and large images alike match."""
+    stack = build_stack({"stack": {"backbone": {"type": "unet.tiny"}, "keep_input_low_frequencies": 16}}).eval()
+    route, difference = export_onnx(stack, tmp_path / "kept.onnx")
+    assert route == "torch.export" and difference <= 1e-4
+    session = onnxruntime.InferenceSession(str(tmp_path / "kept.onnx"), providers=["CPUExecutionProvider"])
+    for size in ((16, 24), (45, 71), (96, 112)):  # sides below, about and above the kernel's radius (48)
+        image = torch.rand(1, 3, *size)
+        with torch.inference_mode():
+            expected = stack(image).numpy()
+        assert np.abs(session.run(None, {"image": image.numpy()})[0] - expected).max() <= 1e-4, size
+
+
 def test_builtin_backbones_all_have_a_small_export_configuration():
     from deblurstack.registry import PluginManager
 

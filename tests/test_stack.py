@@ -383,11 +383,13 @@ class CastAndTexture(torch.nn.Module):
         return outputs if self.scales > 1 else outputs[0]
 
 
-@pytest.mark.parametrize("scales", [1, 3])
-def test_keeping_the_input_low_frequencies_removes_a_colour_cast_and_keeps_fine_detail(scales):
+@pytest.mark.parametrize("scales, sigma", [(1, 4.0), (3, 4.0), (3, 1.0)])
+def test_keeping_the_input_low_frequencies_removes_a_colour_cast_and_keeps_fine_detail(scales, sigma):
+    """Also at sigma 1 on a quarter-size scale, where the sigma shrunk with the scale (0.25) would make the
+    low-pass a delta and remove the detail with the cast: it stays at one pixel there."""
     image = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(0))
     free = Stack(CastAndTexture(scales)).run(image).scales
-    kept = Stack(CastAndTexture(scales), keep_input_low_frequencies=4.0).run(image).scales
+    kept = Stack(CastAndTexture(scales), keep_input_low_frequencies=sigma).run(image).scales
     for free_scale, kept_scale in zip(free, kept, strict=True):
         small = torch.nn.functional.interpolate(image, size=kept_scale.shape[-2:], mode="area")
         checkers = free_scale - small - torch.tensor([0.3, -0.2, 0.1]).view(1, 3, 1, 1)
@@ -396,11 +398,14 @@ def test_keeping_the_input_low_frequencies_removes_a_colour_cast_and_keeps_fine_
         assert (free_scale - small).mean((0, 2, 3)).sub(torch.tensor([0.3, -0.2, 0.1])).abs().max() < 1e-3
 
 
-def test_a_small_image_keeps_its_low_frequencies_too():
-    # smaller than the kernel's radius: borders replicated instead of reflected
-    image = torch.rand(1, 3, 5, 7, generator=torch.Generator().manual_seed(1))
-    kept = Stack(CastAndTexture(texture=0.0), keep_input_low_frequencies=16.0)(image)
-    assert torch.allclose(kept, image, atol=1e-6)
+@pytest.mark.parametrize("size", [(5, 7), (1, 2), (48, 49)])
+def test_an_image_smaller_than_the_kernel_keeps_its_low_frequencies_and_its_detail(size):
+    """Sides at or below the kernel's radius (48 at sigma 16) are reflected as often as it takes: the cast goes,
+    the checkerboard (reflection keeps its parity) stays, on all of the image."""
+    image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1))
+    kept = Stack(CastAndTexture(), keep_input_low_frequencies=16.0)(image)
+    checkers = CastAndTexture()(image) - image - torch.tensor([0.3, -0.2, 0.1]).view(1, 3, 1, 1)
+    assert torch.allclose(kept, image + checkers, atol=1e-3)  # the truncated kernel leaves 1e-4 of a 1-D checkerboard
 
 
 def test_keep_input_low_frequencies_is_built_and_written_into_the_explicit_config():
@@ -410,7 +415,7 @@ def test_keep_input_low_frequencies_is_built_and_written_into_the_explicit_confi
     assert build_stack({"stack": {"backbone": {"type": "unet.tiny"}}}).keep_input_low_frequencies is None
 
 
-@pytest.mark.parametrize("value", [0, -2.0, 1000, "wide", True, float("nan")])
+@pytest.mark.parametrize("value", [0, 0.5, -2.0, 1000, "wide", True, float("nan")])
 def test_a_bad_low_frequency_sigma_is_one_line_naming_its_key(tmp_path, capsys, value):
     path = tmp_path / "stack.yaml"
     path.write_text(yaml.safe_dump({"stack": {"backbone": {"type": "unet.tiny"}, "keep_input_low_frequencies": value}}))
