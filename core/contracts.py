@@ -8,6 +8,7 @@ builder and ``deblurstack.testing`` only rely on the attributes and signatures b
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -228,7 +229,13 @@ def inference_fast_path(module: nn.Module) -> bool:
     may change memory layouts, fold parameters or fuse operations, as long as the result equals
     its plain formulation (which training, gradients, export and compilation keep).
     """
-    return not (module.training or torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
+    return not (
+        module.training
+        or torch.is_grad_enabled()
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+    )
 
 
 def folded_batch_norm(conv: nn.Conv2d, norm: nn.Module) -> tuple[Tensor, Tensor | None]:
@@ -258,17 +265,19 @@ def folded_batch_norm(conv: nn.Conv2d, norm: nn.Module) -> tuple[Tensor, Tensor 
 
 
 def folded_conv3x3(x: Tensor, conv: nn.Conv2d, norm: nn.Module | None = None) -> Tensor:
-    """``norm(conv(x))`` for a 3x3 ``conv`` with padding 1, in an inference fast path (no autograd).
+    """``norm(conv(x))`` for a 3x3 ``conv`` with stride 1 and zero padding 1, in an inference fast path.
 
     ``norm`` (a BatchNorm2d with running statistics, or None) is folded into the convolution
-    (:func:`folded_batch_norm`); the folded weights are prepared once and kept on ``conv`` until one of
-    the two modules' tensors changes (a new device or dtype, ``load_state_dict``, an optimizer step: any
-    in-place change except one through ``.data``, which bypasses the version counters). On CPU, where both
-    channel counts are at least 256 and the map has at most 64x64 pixels of even sides, it runs Winograd's
-    minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016): 2.25x fewer multiplications, as 16 batched matrix
-    products over 4x4 input tiles, equal to the direct convolution within float rounding. oneDNN computes 3x3
-    convolutions directly; on smaller channel counts or larger maps the tile transforms cost more than they
-    save (benchmarks/bladenet_inference.py). Where Winograd runs, the result is channels-last.
+    (:func:`folded_batch_norm`). On CPU the folded weights are prepared once and kept (beside ``conv``, not in
+    it: nothing is saved or copied with the module) while a fingerprint of the two modules' tensors stays the
+    same: their storage, shapes, dtypes, the norm's ``eps`` and the sum of each tensor, which any change of the
+    values moves (an optimizer step, fused or not, a collective, ``.data``, a BatchNorm's statistics). On CPU,
+    in float32 or float64, where both channel counts are at least 256 and the map has at most 64x64 pixels of
+    even sides, it runs Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016): 2.25x fewer
+    multiplications, as 16 batched matrix products over 4x4 input tiles, equal to the direct convolution within
+    float rounding. oneDNN computes 3x3 convolutions directly; on smaller channel counts or larger maps the tile
+    transforms cost more than they save (benchmarks/bladenet_inference.py). Where Winograd runs, the result is
+    channels-last. With autograd on it is ``norm(conv(x))`` as it is.
 
     Example::
 
@@ -279,20 +288,29 @@ def folded_conv3x3(x: Tensor, conv: nn.Conv2d, norm: nn.Module | None = None) ->
                 return folded_conv3x3(x, self.conv, self.norm).relu_()
             return self.norm(self.conv(x)).relu()
     """
-    tensors = [*conv.parameters(), *([] if norm is None else [*norm.parameters(), *norm.buffers()])]
-    if any(t.is_inference() for t in tensors):  # made under inference_mode: no version counters to watch
-        return _FoldedConv3x3((), *folded_batch_norm(conv, nn.Identity() if norm is None else norm))(x)
-    version = tuple((t.data_ptr(), t._version) for t in tensors)
-    prepared = conv.__dict__.get("_folded_conv3x3")
-    if prepared is None or prepared.version != version:
-        weight, bias = folded_batch_norm(conv, nn.Identity() if norm is None else norm)
-        prepared = conv.__dict__["_folded_conv3x3"] = _FoldedConv3x3(version, weight, bias)
+    settings = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode)
+    if settings != ((3, 3), (1, 1), (1, 1), (1, 1), 1, "zeros"):
+        raise TypeError(f"folded_conv3x3 takes a 3x3 convolution with stride 1 and zero padding 1, not {conv!r}")
+    norm = nn.Identity() if norm is None else norm
+    if torch.is_grad_enabled():
+        return norm(conv(x))
+    if (
+        x.device.type != "cpu" or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+    ):  # folding is cheap there: nothing kept
+        return F.conv2d(x, *folded_batch_norm(conv, norm), padding=1)
+    tensors = [*conv.parameters(), *conv.buffers(), *norm.parameters(), *norm.buffers()]
+    layout = (tuple((t.data_ptr(), t.dtype, t.shape) for t in tensors), getattr(norm, "eps", None))
+    sums = torch.stack([t.sum().double() for t in tensors if t.is_floating_point()])
+    prepared = _FOLDED.get(conv)
+    if prepared is None or prepared.layout != layout or not torch.equal(prepared.sums, sums):
+        prepared = _FOLDED[conv] = _FoldedConv3x3(layout, sums, *folded_batch_norm(conv, norm))
     return prepared(x)
 
 
 @dataclass
 class _FoldedConv3x3:
-    version: tuple[tuple[int, int], ...]
+    layout: tuple[Any, ...]  # what the weights were folded from: storage, dtypes, shapes, eps ...
+    sums: Tensor  # ... and the sum of each tensor
     weight: Tensor
     bias: Tensor | None
     filters: Tensor | None = None  # G g G^T per filter, as [16, in, out] matrices; made on first Winograd use
@@ -302,6 +320,8 @@ class _FoldedConv3x3:
         height, width = x.shape[-2:]
         if not (
             x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+            and x.numel() > 0
             and min(in_channels, out_channels) >= 256
             and height * width <= 64 * 64
             and height % 2 == 0
@@ -345,6 +365,10 @@ class _FoldedConv3x3:
         if self.bias is not None:
             out += self.bias
         return out.permute(0, 3, 1, 2)
+
+
+#: the prepared weights of each convolution that ran through folded_conv3x3 (gone with the convolution)
+_FOLDED: weakref.WeakKeyDictionary[nn.Module, _FoldedConv3x3] = weakref.WeakKeyDictionary()
 
 
 def image_residual(output: Tensor, inputs: Tensor) -> Tensor:

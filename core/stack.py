@@ -84,6 +84,10 @@ class Stack(nn.Module):
         keep_input_low_frequencies: float | None = None,
     ) -> None:
         super().__init__()
+        if keep_input_low_frequencies is not None and not keep_input_low_frequencies >= 1:
+            raise ValueError(
+                f"keep_input_low_frequencies: a sigma of at least 1 pixel, not {keep_input_low_frequencies}"
+            )
         self.keep_input_low_frequencies = keep_input_low_frequencies
         self.translator = translator
         self.priors = nn.ModuleList(priors)

@@ -68,8 +68,12 @@ def test_the_state_dict_keys_and_shapes_are_the_official_ones_in_order(keys):
 
 
 def test_the_official_weights_reproduce_the_code_the_adapted_image_and_the_blur2blur_transfer(wizard, reference):
-    sharp, blurry, target = (_image(reference[f"{name}_u8"]) for name in ("sharp", "blurry", "target"))
+    """Computed in float64, so that the comparison measures the float32 reference's own rounding and not this CPU's:
+    in float32 the outputs (up to ~2e5) differ from the float64 ones by up to 5.5e-5 relative on an AMD EPYC, and
+    the reference from float64 by 3e-5 (it matched float32 within 1e-5 on the machine that wrote it)."""
+    sharp, blurry, target = (_image(reference[f"{name}_u8"]).double() for name in ("sharp", "blurry", "target"))
     codes = []
+    wizard = wizard.double()
     hook = wizard.kernel_extractor.register_forward_hook(lambda module, args, output: codes.append(output))
     try:
         with torch.no_grad():
@@ -77,10 +81,11 @@ def test_the_official_weights_reproduce_the_code_the_adapted_image_and_the_blur2
             transferred = wizard.transfer(target, sharp, blurry)  # the code of (sharp, blurry) onto target
     finally:
         hook.remove()
+        wizard.float()
     assert codes[0].shape == (1, 512, 2, 2) and torch.equal(codes[1], codes[0])
-    assert _relative(codes[0], reference["kernel"]) <= 1e-5
-    assert _relative(adapted[..., ::3, ::3], reference["adapted_subset"]) <= 1e-5
-    assert _relative(transferred[..., ::3, ::3], reference["real_b_subset"]) <= 1e-5
+    assert _relative(codes[0].float(), reference["kernel"]) <= 1e-5
+    assert _relative(adapted[..., ::3, ::3].float(), reference["adapted_subset"]) <= 5e-5
+    assert _relative(transferred[..., ::3, ::3].float(), reference["real_b_subset"]) <= 5e-5
 
 
 def test_forward_and_transfer_compose_kernel_and_adapt():

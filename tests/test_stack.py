@@ -311,7 +311,7 @@ def test_folded_batch_norm_is_the_norm_after_the_convolution(affine, conv_bias):
 def test_folded_conv3x3_is_the_norm_after_the_convolution(in_channels, out_channels, size, channels_last):
     from torch import nn
 
-    from deblurstack import folded_conv3x3
+    from deblurstack import folded_batch_norm, folded_conv3x3
 
     torch.manual_seed(0)
     conv, norm = nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels).eval()
@@ -327,16 +327,22 @@ def test_folded_conv3x3_is_the_norm_after_the_convolution(in_channels, out_chann
         assert (folded - expected).abs().max() <= 1e-6 * expected.abs().max() * in_channels**0.5
         without_norm = folded_conv3x3(x, conv)
         assert (without_norm - conv(x)).abs().max() <= 1e-6 * expected.abs().max() * in_channels**0.5
+        # Winograd's arithmetic differs from oneDNN's direct convolution of the same folded weights, which the
+        # other cases run
+        direct = torch.nn.functional.conv2d(x, *folded_batch_norm(conv, norm), padding=1)
         winograd = min(in_channels, out_channels) >= 256 and size[0] % 2 == 0 and size[1] % 2 == 0
-        assert torch.equal(folded, expected) is False or not winograd  # another arithmetic than oneDNN's
+        assert torch.equal(folded, direct) is not winograd
 
 
 def test_folded_conv3x3_follows_every_change_of_the_weights_it_keeps():
-    """The folded (and Winograd-transformed) weights are kept on the convolution, and made again when a weight or
-    statistic changes in place, the modules move to another dtype, or the modules were made in inference mode."""
+    """The folded (and Winograd-transformed) weights are kept and reused, and made again whenever a value they come
+    from changes: a loaded state, in-place steps (also a fused optimizer's and ``.data`` edits, which leave the
+    version counters as they were), a BatchNorm's statistics updated in training, its eps, another dtype,
+    modules made in inference mode."""
     from torch import nn
 
     from deblurstack import folded_conv3x3
+    from deblurstack.contracts import _FOLDED
 
     torch.manual_seed(0)
     conv, norm = nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256).eval()
@@ -348,21 +354,72 @@ def test_folded_conv3x3_follows_every_change_of_the_weights_it_keeps():
             assert (folded_conv3x3(x, conv, norm) - expected).abs().max() <= 1e-4 * expected.abs().max()
 
     check()
+    kept = _FOLDED[conv]
+    check()
+    assert _FOLDED[conv] is kept  # nothing changed: reused
     conv.load_state_dict({"weight": torch.randn(256, 256, 3, 3) / 48, "bias": torch.randn(256)})
     check()
     with torch.no_grad():
         norm.running_mean.add_(1.0)
         norm.weight.mul_(2.0)
     check()
+    conv.weight.data.mul_(-1)
+    check()
+    optimizer = torch.optim.Adam([*conv.parameters(), *norm.parameters()], lr=0.1, fused=True)
+    norm(conv(x)).square().mean().backward()
+    optimizer.step()
+    check()
+    norm.train()(conv(torch.randn(4, 256, 6, 6)))  # running statistics move
+    norm.eval()
+    check()
+    norm.eps = 0.5
+    check()
     conv.double(), norm.double()
     x = x.double()
     check()
-    with torch.inference_mode():  # inference tensors have no version counters: nothing is kept for them
+    with torch.inference_mode():  # inference tensors
         conv, norm = nn.Conv2d(256, 256, 3, padding=1).double(), nn.BatchNorm2d(256).double().eval()
         check()
-        with torch.no_grad():
-            conv.weight.mul_(-1)
+        conv.weight.mul_(-1)
         check()
+        assert folded_conv3x3(x[:0], conv, norm).shape == (0, 256, 6, 6)
+
+
+def test_folded_conv3x3_refuses_another_convolution_and_runs_as_it_is_with_autograd():
+    from torch import nn
+
+    from deblurstack import folded_conv3x3
+
+    x = torch.randn(1, 4, 6, 6)
+    for conv in (nn.Conv2d(4, 4, 3, padding=1, stride=2), nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect")):
+        with pytest.raises(TypeError, match="folded_conv3x3 takes a 3x3 convolution"):
+            folded_conv3x3(x, conv)
+    conv, norm = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4).eval()
+    output = folded_conv3x3(x, conv, norm)
+    assert output.requires_grad and torch.equal(output, norm(conv(x)))
+
+
+def test_fx_tracing_takes_the_plain_formulation_and_keeps_nothing():
+    from torch import nn
+
+    from deblurstack import folded_conv3x3, inference_fast_path
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256)
+
+        def forward(self, x):
+            if inference_fast_path(self):
+                return folded_conv3x3(x, self.conv, self.norm)
+            return self.norm(self.conv(x))
+
+    block, x = Block().eval(), torch.randn(1, 256, 4, 4)
+    with torch.no_grad():
+        traced = torch.fx.symbolic_trace(block)
+    assert [n.target for n in traced.graph.nodes if n.op == "call_module"] == ["conv", "norm"]
+    with torch.inference_mode():
+        assert torch.allclose(block(x), traced(x), atol=1e-4)
 
 
 class CastAndTexture(torch.nn.Module):
@@ -409,6 +466,8 @@ def test_an_image_smaller_than_the_kernel_keeps_its_low_frequencies_and_its_deta
 
 
 def test_keep_input_low_frequencies_is_built_and_written_into_the_explicit_config():
+    with pytest.raises(ValueError, match="at least 1 pixel"):
+        Stack(CastAndTexture(), keep_input_low_frequencies=0.5)
     config = {"stack": {"backbone": {"type": "unet.tiny"}, "keep_input_low_frequencies": 8}}
     assert build_stack(config).keep_input_low_frequencies == 8.0
     assert explicit_stack(resolve_config(config))["keep_input_low_frequencies"] == 8.0
