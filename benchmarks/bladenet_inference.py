@@ -7,7 +7,7 @@ SAUp as Up, then DoubleConv(C -> C), ``A = sigmoid(conv7x7(F))``, ``F * A``, Dou
 MaskNet's two logits appended to the image; a sigmoid head. It reads our stack's state dict (random weights,
 BatchNorm statistics and affines drawn away from the identity), so both run the same weights. Ours folds
 BatchNorm into the convolutions (weights prepared once), runs channels-last in eval mode without autograd, and
-computes the 3x3 convolutions of at least 256 channels on maps of at most 64x64 with Winograd's F(2x2, 3x3)
+computes the 3x3 convolutions of at least 256 channels on maps of at most 128x128 with Winograd's F(4x4, 3x3)
 (``folded_conv3x3``), so it can run below the matrix-multiply floor of the direct convolutions.
 
 The two run interleaved in rotating order on one input with the same threads. Printed: median times, the

@@ -272,12 +272,13 @@ def folded_conv3x3(x: Tensor, conv: nn.Conv2d, norm: nn.Module | None = None) ->
     it: nothing is saved or copied with the module) while a fingerprint of the two modules' tensors stays the
     same: their storage, shapes, dtypes, the norm's ``eps`` and the sum of each tensor, which any change of the
     values moves (an optimizer step, fused or not, a collective, ``.data``, a BatchNorm's statistics). On CPU,
-    in float32 or float64, where both channel counts are at least 256 and the map has at most 64x64 pixels of
-    even sides, it runs Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016): 2.25x fewer
-    multiplications, as 16 batched matrix products over 4x4 input tiles, equal to the direct convolution within
-    float rounding. oneDNN computes 3x3 convolutions directly; on smaller channel counts or larger maps the tile
-    transforms cost more than they save (benchmarks/bladenet_inference.py). Where Winograd runs, the result is
-    channels-last. With autograd on it is ``norm(conv(x))`` as it is.
+    in float32 or float64, where both channel counts are at least 256 and the map has at most 128x128 pixels
+    with sides that are multiples of 4, it runs Winograd's minimal filtering F(4x4, 3x3) (Lavin and Gray, 2016):
+    4x fewer multiplications, as 36 batched matrix products over 6x6 input tiles, equal to the direct
+    convolution within float rounding (errors about 3 times the direct convolution's: 5e-5 on outputs of 7).
+    oneDNN computes 3x3 convolutions directly; on fewer channels or larger maps the tile transforms cost as much
+    as they save (benchmarks/README.md). Where Winograd runs, the result is channels-last. With autograd on it
+    is ``norm(conv(x))`` as it is.
 
     Example::
 
@@ -307,13 +308,34 @@ def folded_conv3x3(x: Tensor, conv: nn.Conv2d, norm: nn.Module | None = None) ->
     return prepared(x)
 
 
+#: Winograd's F(4x4, 3x3) (Lavin and Gray, 2016, points 0, +-1, +-2): the input transform B^T, the filter
+#: transform G and the output transform A^T, applied to 6x6 input tiles and 3x3 filters
+_WINOGRAD_BT = [
+    [4, 0, -5, 0, 1, 0],
+    [0, -4, -4, 1, 1, 0],
+    [0, 4, -4, -1, 1, 0],
+    [0, -2, -1, 2, 1, 0],
+    [0, 2, -1, -2, 1, 0],
+    [0, 4, 0, -5, 0, 1],
+]
+_WINOGRAD_G = [
+    [1 / 4, 0, 0],
+    [-1 / 6, -1 / 6, -1 / 6],
+    [-1 / 6, 1 / 6, -1 / 6],
+    [1 / 24, 1 / 12, 1 / 6],
+    [1 / 24, -1 / 12, 1 / 6],
+    [0, 0, 1],
+]
+_WINOGRAD_AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+
+
 @dataclass
 class _FoldedConv3x3:
     layout: tuple[Any, ...]  # what the weights were folded from: storage, dtypes, shapes, eps ...
     sums: Tensor  # ... and the sum of each tensor
     weight: Tensor
     bias: Tensor | None
-    filters: Tensor | None = None  # G g G^T per filter, as [16, in, out] matrices; made on first Winograd use
+    filters: Tensor | None = None  # G g G^T per filter, as [36, in, out] matrices; made on first Winograd use
 
     def __call__(self, x: Tensor) -> Tensor:
         out_channels, in_channels = self.weight.shape[:2]
@@ -323,44 +345,38 @@ class _FoldedConv3x3:
             and x.dtype in (torch.float32, torch.float64)
             and x.numel() > 0
             and min(in_channels, out_channels) >= 256
-            and height * width <= 64 * 64
-            and height % 2 == 0
-            and width % 2 == 0
+            and height * width <= 128 * 128
+            and height % 4 == 0
+            and width % 4 == 0
         ):
             return F.conv2d(x, self.weight, self.bias, padding=1)
-        if self.filters is None:
-            # G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]; row 4a + b of G (x) G maps a flat 3x3
-            # filter g to (G g G^T)[a, b]: one matrix product for all filters, viewed as [16, in, out]
-            g = [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]
-            g = torch.tensor(g, dtype=self.weight.dtype, device=self.weight.device)
+
+        def kron(matrix: list[list[float]]) -> Tensor:  # row 6a + b of M (x) M applies M on both sides of a tile
+            m = torch.tensor(matrix, dtype=torch.float64)
+            return torch.kron(m, m).to(x.dtype)
+
+        if self.filters is None:  # one matrix product for all filters, viewed as [36, in, out]
             flat = self.weight.reshape(out_channels * in_channels, 9)
-            self.filters = (torch.kron(g, g) @ flat.T).view(16, out_channels, in_channels).transpose(1, 2)
-        batch, half_h, half_w = x.shape[0], height // 2, width // 2
+            self.filters = (kron(_WINOGRAD_G) @ flat.T).view(36, out_channels, in_channels).transpose(1, 2)
+        batch, rows, columns = x.shape[0], height // 4, width // 4
         padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # channels last
-        out = x.new_empty(batch, half_h, 2, half_w, 2, out_channels)
-        # bands of tile rows whose transformed tiles take about 4 MiB: they stay in cache between the transform,
-        # the products and the inverse transform (1.4x faster at 512 channels and 64x64 than the whole map at once)
-        band = max(1, (4 << 20) // (16 * batch * half_w * in_channels * x.element_size()))
-        buffer = x.new_empty(4, 4, batch, min(band, half_h), half_w, in_channels)
-        for first in range(0, half_h, band):
-            count = min(band, half_h - first)
-            tiles = buffer[:, :, :, :count]
-            # input tiles d (4x4 at stride 2 over the zero-padded map) -> B^T d B, one plane per entry
-            rows = [padded[:, 2 * first + k : 2 * (first + count) + k : 2] for k in range(4)]
-            rows = [rows[0] - rows[2], rows[1] + rows[2], rows[2] - rows[1], rows[1] - rows[3]]
-            for i, row in enumerate(rows):
-                d = [row[:, :, k : k + width : 2] for k in range(4)]
-                torch.sub(d[0], d[2], out=tiles[i, 0])
-                torch.add(d[1], d[2], out=tiles[i, 1])
-                torch.sub(d[2], d[1], out=tiles[i, 2])
-                torch.sub(d[1], d[3], out=tiles[i, 3])
-            products = torch.bmm(tiles.reshape(16, -1, in_channels), self.filters)
-            products = products.view(4, 4, batch, count, half_w, out_channels)
-            # A^T m A, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]: each tile's 2x2 outputs, interleaved into the map
-            top, bottom = products[0] + products[1] + products[2], products[1] - products[2] - products[3]
-            for i, m in enumerate((top, bottom)):
-                torch.add(m[0] + m[1], m[2], out=out[:, first : first + count, i, :, 0])
-                torch.sub(m[1] - m[2], m[3], out=out[:, first : first + count, i, :, 1])
+        step_n, step_h, step_w, step_c = padded.stride()
+        out = x.new_empty(batch, rows, 4, columns, 4, out_channels)
+        # bands of tile rows whose gathered tiles take about 4 MiB: they stay in cache between the transform, the
+        # products and the inverse transform (faster than the whole map at once, benchmarks/README.md)
+        band = max(1, (4 << 20) // (36 * batch * columns * in_channels * x.element_size()))
+        input_transform, output_transform = kron(_WINOGRAD_BT), kron(_WINOGRAD_AT)
+        for first in range(0, rows, band):
+            count = min(band, rows - first)
+            # the 6x6 input tiles at stride 4 over the zero-padded map, as [36, tiles x channels]
+            tiles = padded.as_strided(
+                (6, 6, batch, count, columns, in_channels),
+                (step_h, step_w, step_n, 4 * step_h, 4 * step_w, step_c),
+                padded.storage_offset() + 4 * first * step_h,
+            ).reshape(36, -1)
+            products = torch.bmm((input_transform @ tiles).view(36, -1, in_channels), self.filters)
+            outputs = output_transform @ products.view(36, -1)  # each tile's 4x4 outputs
+            out[:, first : first + count] = outputs.view(4, 4, batch, count, columns, -1).permute(2, 3, 0, 4, 1, 5)
         out = out.view(batch, height, width, out_channels)
         if self.bias is not None:
             out += self.bias

@@ -301,10 +301,10 @@ def test_folded_batch_norm_is_the_norm_after_the_convolution(affine, conv_bias):
 @pytest.mark.parametrize(
     "in_channels, out_channels, size, channels_last",
     [
-        (256, 288, (8, 6), True),  # Winograd F(2x2, 3x3)
-        (320, 256, (4, 10), False),  # Winograd, from an NCHW map
-        (256, 256, (30, 64), True),  # Winograd in bands of 4 tile rows, the last one of 3
-        (256, 256, (7, 8), True),  # an odd side: the direct convolution
+        (256, 288, (8, 12), True),  # Winograd F(4x4, 3x3)
+        (320, 256, (4, 16), False),  # Winograd, from an NCHW map
+        (256, 256, (28, 64), True),  # Winograd in bands of 3 tile rows, the last one of 1
+        (256, 256, (6, 8), True),  # a side not a multiple of 4: the direct convolution
         (8, 16, (9, 7), True),  # too few channels: the direct convolution
     ],
 )
@@ -330,7 +330,7 @@ def test_folded_conv3x3_is_the_norm_after_the_convolution(in_channels, out_chann
         # Winograd's arithmetic differs from oneDNN's direct convolution of the same folded weights, which the
         # other cases run
         direct = torch.nn.functional.conv2d(x, *folded_batch_norm(conv, norm), padding=1)
-        winograd = min(in_channels, out_channels) >= 256 and size[0] % 2 == 0 and size[1] % 2 == 0
+        winograd = min(in_channels, out_channels) >= 256 and size[0] % 4 == 0 and size[1] % 4 == 0
         assert torch.equal(folded, direct) is not winograd
 
 
@@ -346,7 +346,7 @@ def test_folded_conv3x3_follows_every_change_of_the_weights_it_keeps():
 
     torch.manual_seed(0)
     conv, norm = nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256).eval()
-    x = torch.randn(1, 256, 6, 6)
+    x = torch.randn(1, 256, 8, 8)
 
     def check() -> None:
         with torch.inference_mode():
@@ -382,7 +382,7 @@ def test_folded_conv3x3_follows_every_change_of_the_weights_it_keeps():
         check()
         conv.weight.mul_(-1)
         check()
-        assert folded_conv3x3(x[:0], conv, norm).shape == (0, 256, 6, 6)
+        assert folded_conv3x3(x[:0], conv, norm).shape == (0, 256, 8, 8)
 
 
 def test_folded_conv3x3_refuses_another_convolution_and_runs_as_it_is_with_autograd():
