@@ -5,11 +5,15 @@ the trainer. :func:`deblurstack.compose.resolve_config` checks first; :class:`~d
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from deblurstack.checkpoint import STATE_DICT_KEYS, load_state, load_weights, read_state_dict
 from deblurstack.compose import prior_channels, unique_names
 from deblurstack.engine.evaluation import NamedMetric
+from deblurstack.engine.runs import run_folder_of
 from deblurstack.errors import CheckpointError, ConfigError
 from deblurstack.masks import CachedSource, PredeblurredSource
 from deblurstack.records import IMAGE_CHANNELS
@@ -126,10 +130,31 @@ def _make_model(resolved: ResolvedConfig, node: ResolvedNode, place: str, **inje
                 state = {key.removeprefix(f"{place}."): v for key, v in state.items() if key.startswith(f"{place}.")}
                 if not state:
                     raise CheckpointError(f"{path}: a stack's checkpoint without a {place} (no {place}.* keys)")
+                if place == "backbone":
+                    _warn_of_other_low_frequencies(resolved, node, path)
             load_state(module, state, source=str(path), strict=checkpoint["strict"])
         except CheckpointError as error:
             raise ConfigError(resolved.config.error(f"{node.keypath}.checkpoint", str(error))) from None
     return module
+
+
+def _warn_of_other_low_frequencies(resolved: ResolvedConfig, node: ResolvedNode, path: str) -> None:
+    """A backbone trained in a run whose stack kept the input's low frequencies (``stack.keep_input_low_frequencies``,
+    which is not part of the weights) gives other outputs in a stack that keeps others, or none: say so."""
+    run = run_folder_of(path)
+    if run is None or not (run / "config.yaml").is_file():
+        return
+    try:
+        stack = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("stack") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return
+    trained, here = stack.get("keep_input_low_frequencies"), resolved.keep_input_low_frequencies
+    if trained != here:
+        warnings.warn(
+            f"{node.keypath}.checkpoint: {path} was trained in a stack with keep_input_low_frequencies {trained}, "
+            f"this stack has {here}: its outputs differ from that run's (set stack.keep_input_low_frequencies)",
+            stacklevel=2,
+        )
 
 
 __all__ = ["make_aux_sources", "make_dataset", "make_metrics", "make_stack", "make_trainer"]

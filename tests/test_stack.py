@@ -474,6 +474,27 @@ def test_keep_input_low_frequencies_is_built_and_written_into_the_explicit_confi
     assert build_stack({"stack": {"backbone": {"type": "unet.tiny"}}}).keep_input_low_frequencies is None
 
 
+def test_a_backbone_from_a_run_that_kept_other_low_frequencies_is_a_warning(tmp_path):
+    """keep_input_low_frequencies belongs to the stack, not to the backbone's weights: a backbone taken from such a
+    run into a stack without it (as a frozen deblurrer would be) computes other outputs, which is said once."""
+    import warnings
+
+    trained = {"stack": {"backbone": {"type": "unet.tiny"}, "keep_input_low_frequencies": 16.0}}
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(trained))
+    save_atomic(build_stack(trained).state_dict(), tmp_path / "run" / "checkpoints" / "best.pth")
+    backbone = {"type": "unet.tiny", "checkpoint": str(tmp_path / "run" / "checkpoints" / "best.pth")}
+    with pytest.warns(
+        UserWarning,
+        match="stack.backbone.checkpoint: .*best.pth was trained in a stack with "
+        "keep_input_low_frequencies 16.0, this stack has None",
+    ):
+        build_stack({"stack": {"backbone": backbone}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_stack({"stack": {"backbone": backbone, "keep_input_low_frequencies": 16}})
+
+
 @pytest.mark.parametrize("value", [0, 0.5, -2.0, 1000, "wide", True, float("nan")])
 def test_a_bad_low_frequency_sigma_is_one_line_naming_its_key(tmp_path, capsys, value):
     path = tmp_path / "stack.yaml"
