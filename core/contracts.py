@@ -8,6 +8,7 @@ builder and ``deblurstack.testing`` only rely on the attributes and signatures b
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -234,7 +235,7 @@ def inference_fast_path(module: nn.Module) -> bool:
         or torch.is_grad_enabled()
         or torch.jit.is_tracing()
         or torch.compiler.is_compiling()
-        or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+        or _fx_symbolic_tracing()
     )
 
 
@@ -270,15 +271,17 @@ def folded_conv3x3(x: Tensor, conv: nn.Conv2d, norm: nn.Module | None = None) ->
     ``norm`` (a BatchNorm2d with running statistics, or None) is folded into the convolution
     (:func:`folded_batch_norm`). On CPU the folded weights are prepared once and kept (beside ``conv``, not in
     it: nothing is saved or copied with the module) while a fingerprint of the two modules' tensors stays the
-    same: their storage, shapes, dtypes, the norm's ``eps`` and the sum of each tensor, which any change of the
-    values moves (an optimizer step, fused or not, a collective, ``.data``, a BatchNorm's statistics). On CPU,
-    in float32 or float64, where both channel counts are at least 256 and the map has at most 128x128 pixels
+    same: their storage, shapes, dtypes, version counters, the norm's ``eps`` and a position-weighted sum of
+    each tensor's values, which also moves with the changes version counters miss (a fused optimizer step, a
+    collective, ``.data``, a BatchNorm's statistics).
+
+    On CPU, in float32 or float64, where both channel counts are at least 256 and the map is at most 128x128
     with sides that are multiples of 4, it runs Winograd's minimal filtering F(4x4, 3x3) (Lavin and Gray, 2016):
     4x fewer multiplications, as 36 batched matrix products over 6x6 input tiles, equal to the direct
-    convolution within float rounding (errors about 3 times the direct convolution's: 5e-5 on outputs of 7).
-    oneDNN computes 3x3 convolutions directly; on fewer channels or larger maps the tile transforms cost as much
-    as they save (benchmarks/README.md). Where Winograd runs, the result is channels-last. With autograd on it
-    is ``norm(conv(x))`` as it is.
+    convolution within float rounding (errors about 3 times the direct convolution's: 4e-5 to 5e-5 on outputs
+    up to 7). oneDNN computes 3x3 convolutions directly; on fewer channels or larger maps the tile transforms
+    cost as much as they save (benchmarks/README.md). Where Winograd runs, the result is channels-last. With
+    autograd on it is ``norm(conv(x))`` as it is.
 
     Example::
 
@@ -293,19 +296,39 @@ def folded_conv3x3(x: Tensor, conv: nn.Conv2d, norm: nn.Module | None = None) ->
     if settings != ((3, 3), (1, 1), (1, 1), (1, 1), 1, "zeros"):
         raise TypeError(f"folded_conv3x3 takes a 3x3 convolution with stride 1 and zero padding 1, not {conv!r}")
     norm = nn.Identity() if norm is None else norm
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or _fx_symbolic_tracing():
         return norm(conv(x))
-    if (
-        x.device.type != "cpu" or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
-    ):  # folding is cheap there: nothing kept
+    if x.device.type != "cpu":  # folding is cheap there: nothing kept
         return F.conv2d(x, *folded_batch_norm(conv, norm), padding=1)
     tensors = [*conv.parameters(), *conv.buffers(), *norm.parameters(), *norm.buffers()]
-    layout = (tuple((t.data_ptr(), t.dtype, t.shape) for t in tensors), getattr(norm, "eps", None))
-    sums = torch.stack([t.sum().double() for t in tensors if t.is_floating_point()])
+    layout = (
+        tuple((t.data_ptr(), t.dtype, t.shape, -1 if t.is_inference() else t._version) for t in tensors),
+        getattr(norm, "eps", None),
+    )
+    checksums = torch.stack([_checksum(t) for t in tensors if t.is_floating_point()])
     prepared = _FOLDED.get(conv)
-    if prepared is None or prepared.layout != layout or not torch.equal(prepared.sums, sums):
-        prepared = _FOLDED[conv] = _FoldedConv3x3(layout, sums, *folded_batch_norm(conv, norm))
+    if prepared is None or prepared.layout != layout or not torch.equal(prepared.checksums, checksums):
+        prepared = _FOLDED[conv] = _FoldedConv3x3(layout, checksums, *folded_batch_norm(conv, norm))
     return prepared(x)
+
+
+def _checksum(tensor: Tensor) -> Tensor:
+    """A position-weighted sum of ``tensor``'s values (fixed pseudo-random weights per row and per column of its
+    matrix view): a flip, a swap or a sum-preserving edit moves it, as a plain sum would not."""
+    matrix = tensor.detach().reshape(tensor.shape[0] if tensor.dim() > 1 else 1, -1)
+    return (matrix @ _probe(matrix.shape[1], matrix.dtype)) @ _probe(matrix.shape[0], matrix.dtype)
+
+
+@functools.cache
+def _probe(length: int, dtype: torch.dtype) -> Tensor:
+    return torch.rand(length, generator=torch.Generator().manual_seed(length), dtype=torch.float64).to(dtype) + 0.5
+
+
+#: torch.fx symbolic tracing (``is_fx_tracing`` where torch predates ``is_fx_symbolic_tracing``, which also counts
+#: torch.export: the fast paths are off there anyway)
+_fx_symbolic_tracing = getattr(
+    torch.fx._symbolic_trace, "is_fx_symbolic_tracing", torch.fx._symbolic_trace.is_fx_tracing
+)
 
 
 #: Winograd's F(4x4, 3x3) (Lavin and Gray, 2016, points 0, +-1, +-2): the input transform B^T, the filter
@@ -327,12 +350,14 @@ _WINOGRAD_G = [
     [0, 0, 1],
 ]
 _WINOGRAD_AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+#: about what the gathered 6x6 tiles of one band of tile rows take (a batch of one may take more: one row)
+_WINOGRAD_BAND_BYTES = 4 << 20
 
 
 @dataclass
 class _FoldedConv3x3:
     layout: tuple[Any, ...]  # what the weights were folded from: storage, dtypes, shapes, eps ...
-    sums: Tensor  # ... and the sum of each tensor
+    checksums: Tensor  # ... and a position-weighted sum of each tensor's values
     weight: Tensor
     bias: Tensor | None
     filters: Tensor | None = None  # G g G^T per filter, as [36, in, out] matrices; made on first Winograd use
@@ -345,7 +370,8 @@ class _FoldedConv3x3:
             and x.dtype in (torch.float32, torch.float64)
             and x.numel() > 0
             and min(in_channels, out_channels) >= 256
-            and height * width <= 128 * 128
+            and height <= 128
+            and width <= 128
             and height % 4 == 0
             and width % 4 == 0
         ):
@@ -364,7 +390,7 @@ class _FoldedConv3x3:
         out = x.new_empty(batch, rows, 4, columns, 4, out_channels)
         # bands of tile rows whose gathered tiles take about 4 MiB: they stay in cache between the transform, the
         # products and the inverse transform (faster than the whole map at once, benchmarks/README.md)
-        band = max(1, (4 << 20) // (36 * batch * columns * in_channels * x.element_size()))
+        band = max(1, _WINOGRAD_BAND_BYTES // (36 * batch * columns * in_channels * x.element_size()))
         input_transform, output_transform = kron(_WINOGRAD_BT), kron(_WINOGRAD_AT)
         for first in range(0, rows, band):
             count = min(band, rows - first)

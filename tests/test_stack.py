@@ -314,7 +314,8 @@ def test_folded_conv3x3_is_the_norm_after_the_convolution(in_channels, out_chann
     from deblurstack import folded_batch_norm, folded_conv3x3
 
     torch.manual_seed(0)
-    conv, norm = nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels).eval()
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=in_channels != 320)  # 320: no bias
+    norm = nn.BatchNorm2d(out_channels).eval()
     norm.running_mean.uniform_(-1, 1)
     norm.running_var.uniform_(0.5, 2)
     nn.init.uniform_(norm.weight, 0.5, 1.5)
@@ -365,6 +366,10 @@ def test_folded_conv3x3_follows_every_change_of_the_weights_it_keeps():
     check()
     conv.weight.data.mul_(-1)
     check()
+    conv.weight.data.copy_(torch.randint(-8, 8, conv.weight.shape) / 64)  # sums of these are exact in any order
+    check()
+    conv.weight.data.copy_(conv.weight.data.flip(2, 3))  # the same values elsewhere: the same sum, bit for bit
+    check()
     optimizer = torch.optim.Adam([*conv.parameters(), *norm.parameters()], lr=0.1, fused=True)
     norm(conv(x)).square().mean().backward()
     optimizer.step()
@@ -383,6 +388,24 @@ def test_folded_conv3x3_follows_every_change_of_the_weights_it_keeps():
         conv.weight.mul_(-1)
         check()
         assert folded_conv3x3(x[:0], conv, norm).shape == (0, 256, 8, 8)
+
+
+def test_folded_conv3x3_in_bands_of_one_tile_row(monkeypatch):
+    from torch import nn
+
+    import deblurstack.contracts
+    from deblurstack import folded_conv3x3
+
+    torch.manual_seed(0)
+    conv, norm = nn.Conv2d(256, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256).eval()
+    x = torch.randn(2, 256, 12, 16)
+    with torch.inference_mode():
+        expected = norm(conv(x))
+        whole = folded_conv3x3(x, conv, norm)
+        monkeypatch.setattr(deblurstack.contracts, "_WINOGRAD_BAND_BYTES", 1)  # 3 bands of one tile row
+        banded = folded_conv3x3(x, conv, norm)
+    for result in (whole, banded):
+        assert (result - expected).abs().max() <= 1e-5 * expected.abs().max() * 16
 
 
 def test_folded_conv3x3_refuses_another_convolution_and_runs_as_it_is_with_autograd():
