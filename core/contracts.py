@@ -354,6 +354,17 @@ _WINOGRAD_AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0
 _WINOGRAD_BAND_BYTES = 4 << 20
 
 
+@functools.cache
+def _winograd_transforms(dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """B^T, G and A^T, each as M (x) M: its row 6a + b (4a + b for A^T) applies M on both sides of a flat tile."""
+
+    def kron(matrix: list[list[float]]) -> Tensor:
+        m = torch.tensor(matrix, dtype=torch.float64)
+        return torch.kron(m, m).to(dtype)
+
+    return kron(_WINOGRAD_BT), kron(_WINOGRAD_G), kron(_WINOGRAD_AT)
+
+
 @dataclass
 class _FoldedConv3x3:
     layout: tuple[Any, ...]  # what the weights were folded from: storage, dtypes, shapes, eps ...
@@ -376,14 +387,10 @@ class _FoldedConv3x3:
             and width % 4 == 0
         ):
             return F.conv2d(x, self.weight, self.bias, padding=1)
-
-        def kron(matrix: list[list[float]]) -> Tensor:  # row 6a + b of M (x) M applies M on both sides of a tile
-            m = torch.tensor(matrix, dtype=torch.float64)
-            return torch.kron(m, m).to(x.dtype)
-
+        input_transform, filter_transform, output_transform = _winograd_transforms(x.dtype)
         if self.filters is None:  # one matrix product for all filters, viewed as [36, in, out]
             flat = self.weight.reshape(out_channels * in_channels, 9)
-            self.filters = (kron(_WINOGRAD_G) @ flat.T).view(36, out_channels, in_channels).transpose(1, 2)
+            self.filters = (filter_transform @ flat.T).view(36, out_channels, in_channels).transpose(1, 2)
         batch, rows, columns = x.shape[0], height // 4, width // 4
         padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # channels last
         step_n, step_h, step_w, step_c = padded.stride()
@@ -391,7 +398,6 @@ class _FoldedConv3x3:
         # bands of tile rows whose gathered tiles take about 4 MiB: they stay in cache between the transform, the
         # products and the inverse transform (faster than the whole map at once, benchmarks/README.md)
         band = max(1, _WINOGRAD_BAND_BYTES // (36 * batch * columns * in_channels * x.element_size()))
-        input_transform, output_transform = kron(_WINOGRAD_BT), kron(_WINOGRAD_AT)
         for first in range(0, rows, band):
             count = min(band, rows - first)
             # the 6x6 input tiles at stride 4 over the zero-padded map, as [36, tiles x channels]
