@@ -296,7 +296,8 @@ def project_and_sum(
     Args:
         image: ``B x 3 x H x W`` float32 or float64, on the CPU.
         ids: ``B x H x W`` group ids, any integer dtype but uint64: labels as they are (the tables then grow to hold
-            them, with no pass over them before), or the compact ids of ``group_ids``.
+            them, with no pass over them before), or the compact ids of ``group_ids``. uint8 ids are read as they
+            are, every other dtype as int64 (a copy unless it is int64 already).
         weight: ``C x 3 x 3 x 3``, the image's dtype.
         bias: ``C``.
         groups: the least number of groups in the tables.
@@ -317,6 +318,10 @@ def project_and_sum(
             f"got {tuple(image.shape)}, {tuple(ids.shape)} and {tuple(weight.shape)}"
         )
     channels = weight.shape[0]
+    # numba compiles a specialisation per argument dtype on its first call, 20 to 30 s each on 2 cores (then cached):
+    # two id dtypes, the ones the built-in mask sources give most, keep that to one or two per image dtype
+    if ids.dtype != torch.uint8:
+        ids = ids.long()
     paired = torch.cat([weight, weight.new_zeros(channels % 2, *weight.shape[1:])])  # an even number of channels
     narrow = np.empty(ids.shape, _narrowest(groups))
     arrays = _array(image), _array(ids), _array(paired), _array(F.pad(bias, (0, channels % 2)))

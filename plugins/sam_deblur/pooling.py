@@ -161,10 +161,10 @@ class MaskAveragePooling(Stochastic, Prior):
 def load_kernels() -> ModuleType | None:
     """The numba kernels, imported on first use (numba adds about 0.15 s to start-up); None if they cannot load.
 
-    Numba compiles them on the first call (about 2 s) and caches the machine code next to ``kernels.py``, or in
-    ``NUMBA_CACHE_DIR`` (default ``~/.cache/numba``) where that folder is read-only. numba is optional
-    (``pip install 'deblurstack[fast]'``): without it MAP runs on torch ops (slower, same results); where no cache
-    folder is writable, or an installed numba is broken, it does so after one warning.
+    Numba compiles them on the first call with new argument dtypes (20 to 30 s on 2 cores) and caches the machine
+    code next to ``kernels.py``, or in ``NUMBA_CACHE_DIR`` (default ``~/.cache/numba``) where that folder is
+    read-only. numba is optional (``pip install 'deblurstack[fast]'``): without it MAP runs on torch ops (slower,
+    same results); where no cache folder is writable, or an installed numba is broken, it does so after one warning.
     """
     try:
         from deblurstack.plugins.sam_deblur import kernels
