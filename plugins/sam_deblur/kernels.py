@@ -17,11 +17,11 @@ large one, as its sums round at 1e-16 of it. The cost is in the marked pixels: o
 time of the projection at every pixel, on label noise (a new label at every pixel: not a segmentation) up to 2.4x
 (``benchmarks/README.md``).
 
-The kernel reads labels as they are: its tables grow, a row at a time, to a power of two above the bitwise OR of the
-labels seen (no pass over the labels before its own). It declines (``project_and_sum`` says why) negative labels or
-labels as wide as the image, which ``group_ids`` compacts first, and images with a NaN or inf pixel, which the prefix
-sums would carry to every group below it: MAP pools those with torch ops. The kernels are single-threaded
-(``nogil``: other threads run meanwhile).
+The kernel reads labels as they are (uint8, or any other dtype widened to int64): its tables grow, a row at a time, to
+a power of two above the bitwise OR of the labels seen (no pass over the labels before its own). It declines
+(``project_and_sum`` says why) negative labels or labels as wide as the image, which ``group_ids`` compacts first, and
+images with a NaN or inf pixel, which the prefix sums would carry to every group below it: MAP pools those with torch
+ops. The kernels are single-threaded (``nogil``: other threads run meanwhile).
 """
 
 from __future__ import annotations
