@@ -318,8 +318,8 @@ def project_and_sum(
             f"got {tuple(image.shape)}, {tuple(ids.shape)} and {tuple(weight.shape)}"
         )
     channels = weight.shape[0]
-    # numba compiles a specialisation per argument dtype on its first call, 20 to 30 s each on 2 cores (then cached):
-    # two id dtypes, the ones the built-in mask sources give most, keep that to one or two per image dtype
+    # numba compiles one specialisation per combination of argument dtypes, 20 to 30 s each on 2 cores (then cached):
+    # ids are uint8 (SAM-Deblur's gray code maps) or int64, so label maps of any dtype cost at most two per image dtype
     if ids.dtype != torch.uint8:
         ids = ids.long()
     paired = torch.cat([weight, weight.new_zeros(channels % 2, *weight.shape[1:])])  # an even number of channels
