@@ -676,6 +676,13 @@ class _Resolver:
             self.problem(f"{keypath}.type", str(error))
             return None
         record, name = component.record, component.name
+        shadowed = shadowed_parameters(kind, signature.parameters)
+        if shadowed:
+            self.problem(
+                f"{keypath}.type",
+                f"{kind} {name!r} (plugin {component.plugin!r}, {component.distribution}): {shadowed}",
+            )
+            return None
         option_names = [name for name, option in OPTIONS.items() if kind in option.kinds]
         options = {key: value[key] for key in option_names if key in value}
         if kind == "loss":
@@ -803,6 +810,18 @@ OPTIONS = {
 }
 
 
+def shadowed_parameters(kind: str, parameters: Sequence[str] | Mapping[str, Any]) -> str | None:
+    """What is wrong with factory parameters named like a reserved option of ``kind`` (a loss's ``weight``): the
+    builder takes those keys from the node, so the factory would never receive their values. None if no name is."""
+    shadowed = [name for name, option in OPTIONS.items() if kind in option.kinds and name in parameters]
+    if not shadowed:
+        return None
+    return (
+        f"its factory's parameter {', '.join(shadowed)} is named like a reserved option of {kind} nodes, which the "
+        "builder applies itself, so it would never receive a value: the plugin must rename it"
+    )
+
+
 def _builder_sets(record: ComponentRecord) -> tuple[str, ...]:
     """Factory parameters the builder passes, so the YAML need not (in_channels, insertion_points)."""
     if record.kind == "backbone" and record.extra_channels:
@@ -877,6 +896,7 @@ __all__ = [
     "node_provides",
     "resolve_config",
     "resolve_node",
+    "shadowed_parameters",
     "unique_names",
     "KINDS",
 ]

@@ -223,6 +223,19 @@ def test_adversarial_training_leaves_the_deblurrer_bit_identical_and_checkpoints
     assert grid.shape[1] == 4 * 64 + 3 * 4  # input | translated | deblurred | target
 
 
+@pytest.mark.usefixtures("test_components")
+def test_a_translator_returning_one_image_trains_against_a_one_scale_discriminator(tmp_path):
+    """The translator contract allows one image instead of a coarse-to-fine list (a tensor's len is its batch)."""
+    config = b2b_config(tmp_path, iterations=2, val_every=2, save_every=2)
+    config["stack"]["translator"] = {"type": "color_shift"}
+    config["train"]["discriminator"]["scales"] = 1
+    path = write(tmp_path / "one_image.yaml", config)
+    assert main(["train", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    final = load_training_state(tmp_path / "runs" / "b2b" / "checkpoints" / "step_00000002.pth")
+    initial = build_stack(str(path)).state_dict()
+    assert not torch.equal(initial["translator.mix.weight"], final["params"]["translator.mix.weight"])
+
+
 def test_an_official_discriminator_file_is_where_training_starts(tmp_path):
     from deblurstack.plugins.blur2blur.discriminator import PatchGAN
 

@@ -170,6 +170,17 @@ class NeverPads(Backbone):
         return image_residual(self.up(self.down(image)), image)
 
 
+class NoInChannels(Backbone):
+    """Takes only the image, but its record keeps the default extra_channels=True."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, image, guidance=None):
+        return image_residual(self.conv(image), image)
+
+
 class NoResidual(Backbone):
     def __init__(self, in_channels: int = 3) -> None:
         super().__init__()
@@ -202,6 +213,17 @@ class WrongChannels(nn.Module):
 class RewardsNoise(nn.Module):
     def forward(self, prediction, target):
         return -(prediction - target).abs().mean()
+
+
+class TakesWeight(nn.Module):
+    """A loss whose own parameter is named like the reserved ``weight`` option (the term's factor)."""
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, prediction, target):
+        return self.weight * (prediction - target).abs().mean()
 
 
 class Unlabelled(nn.Module):
@@ -250,6 +272,7 @@ class Broken:
             BackboneRecord(name=name, factory=factory, summary="broken on purpose", insertion_points=points)
             for name, factory, points in [
                 ("never_pads", NeverPads, ()),
+                ("no_in_channels", NoInChannels, ()),
                 ("no_residual", NoResidual, ()),
                 ("residual_from_priors", ResidualFromPriors, ()),
                 ("no_padding", NoPadding, ()),
@@ -268,7 +291,10 @@ class Broken:
 
     @hookimpl
     def deblurstack_losses(self):
-        return [LossRecord(name="rewards_noise", factory=RewardsNoise, summary="s")]
+        return [
+            LossRecord(name="rewards_noise", factory=RewardsNoise, summary="s"),
+            LossRecord(name="takes_weight", factory=TakesWeight, summary="s"),
+        ]
 
     @hookimpl
     def deblurstack_metrics(self):
@@ -305,6 +331,8 @@ class Broken:
         ("backbone", "undeclared_point", r"insertion points \['decoder_s1'\] are not all declared in its record \[\]"),
         ("backbone", "never_pads", "fails on a 17x21 input \\(pad_multiple=4\\): a backbone takes any size"),
         ("backbone", "no_residual", "has no global residual on the image channels"),
+        ("backbone", "no_in_channels", r"its record says extra_channels \(the default\), so its factory must take"),
+        ("loss", "takes_weight", "its factory's parameter weight is named like a reserved option of loss nodes"),
         ("backbone", "residual_from_priors", "takes its global residual from the prior channels"),
         ("metric", "unlabelled", "needs a one-line protocol"),
         ("metric", "backwards", "'backwards' rates a perfect output .* but the record says higher is better"),

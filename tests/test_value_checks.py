@@ -15,7 +15,7 @@ from pydantic import Field
 from torch import nn
 from typing_extensions import NotRequired, TypedDict
 
-from deblurstack import BackboneRecord, hookimpl
+from deblurstack import BackboneRecord, LossRecord, hookimpl
 from deblurstack.cli import main
 from deblurstack.params import Parameter, read_signature
 
@@ -488,6 +488,43 @@ def test_a_third_party_backbone_declares_its_constraint_once(tmp_path, data_root
     config["stack"]["backbone"]["width"] = 1
     code, lines, out = check(write_config(tmp_path, data_root, config), capsys)
     assert code == 0 and lines == [] and "width: 1" in out
+
+
+class WeightedL1(nn.Module):
+    """An L1 loss of another package whose factor is a parameter named like the reserved ``weight`` option."""
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, prediction, target):
+        return self.weight * (prediction - target).abs().mean()
+
+
+class ShadowingPlugin:
+    @hookimpl
+    def deblurstack_losses(self):
+        return [LossRecord(name="weighted_l1", factory=WeightedL1, summary="An L1 loss with its own weight")]
+
+
+def test_a_factory_parameter_named_like_a_reserved_option_is_refused_naming_the_plugin(
+    tmp_path, data_root, capsys, register_plugin
+):
+    """The builder takes ``weight`` from a loss node as the term's factor: the factory's own ``weight`` would keep
+    its default whatever the YAML says, so the config check refuses the component instead."""
+    register_plugin(ShadowingPlugin(), name="shadowing")
+    config = base_config()
+    config["stack"]["losses"] = [{"type": "weighted_l1", "weight": 0.5}]
+    path = write_config(tmp_path, data_root, config)
+    code, lines, _ = check(path, capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"deblurstack: error: {path}: stack.losses[0].type: loss 'weighted_l1' (plugin 'shadowing'"
+    )
+    assert lines[0].endswith(
+        "its factory's parameter weight is named like a reserved option of loss nodes, which the builder applies "
+        "itself, so it would never receive a value: the plugin must rename it"
+    )
 
 
 class _Options(TypedDict):

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from deblurstack.compose import shadowed_parameters
 from deblurstack.contracts import IMAGE_CHANNELS
 from deblurstack.errors import one_line
 from deblurstack.params import EMPTY, read_signature
@@ -48,6 +49,13 @@ def check_component(kind: str, name: str, params: Mapping[str, Any] | None = Non
 def check_backbone(name: str, params: Mapping[str, Any] | None = None) -> None:
     """Odd sizes, padding multiple, extra channels, guidance points, gradients, determinism, state_dict."""
     record, build = _builder("backbone", name, params)
+    signature = read_signature(build.factory)
+    _expect(
+        not record.extra_channels or signature.open or "in_channels" in signature.parameters,
+        name,
+        "its record says extra_channels (the default), so its factory must take in_channels (3 + the priors' "
+        "channels); a backbone that takes only the image says extra_channels=False",
+    )
     module = build()
     multiple = getattr(module, "pad_multiple", 1)
     _expect(isinstance(multiple, int) and multiple >= 1, name, f"pad_multiple must be a positive int, got {multiple!r}")
@@ -448,7 +456,10 @@ class _Build:
 
 def _builder(kind: str, name: str, params: Mapping[str, Any] | None) -> tuple[Any, _Build]:
     component, _, chosen = get_plugin_manager().resolve(kind, name)
-    return component.record, _Build(component.load_factory(), {**chosen, **(params or {})})
+    factory = component.load_factory()
+    shadowed = shadowed_parameters(kind, read_signature(factory).parameters)
+    _expect(shadowed is None, name, str(shadowed))
+    return component.record, _Build(factory, {**chosen, **(params or {})})
 
 
 def _aux_inputs(names: tuple[str, ...], image: Tensor, given: Mapping[str, Tensor] | None) -> dict[str, Tensor]:

@@ -63,7 +63,8 @@ class AdversarialTrainer(LoopOptions):
         gan_mode: ``hinge`` (official), ``vanilla`` (cross-entropy) or ``lsgan`` (least squares).
         gp_weight: weight of the gradient penalty (official 1e-4); 0 turns it off.
         discriminator: a discriminator node (``{type: patchgan, norm: instance}``); its ``scales`` must be the
-            translator's; its ``checkpoint`` (an official ``latest_net_D.pth``) is loaded to start from.
+            translator's (1 for a translator that returns one image); its ``checkpoint`` (an official
+            ``latest_net_D.pth``) is loaded to start from.
         reconstruction: loss nodes between the translator's outputs and its input (each with its ``weight``).
         known_blur: how the real images are made: ``{type: synthesizer, synthesizer: {type: motion_blur}}``,
             ``{type: kernel_wizard, weights: GOPRO_woVAE.pth}`` or ``{type: known_images}``.
@@ -176,6 +177,7 @@ class AdversarialTrainer(LoopOptions):
                 with torch.no_grad():
                     real = downsample_pyramid(known_blur(batch, entropy, positions), scales)
                 fake = translator(batch["input"])
+                fake = [fake] if isinstance(fake, Tensor) else list(fake)  # a translator may return one image
                 if len(fake) != scales:
                     raise TrainingError(f"the translator returns {len(fake)} scales, the discriminator judges {scales}")
                 for k in range(self.discriminator_steps):
