@@ -218,6 +218,7 @@ def deblurstack_trainers() -> Sequence[TrainerRecord]:
         from dataclasses import dataclass
 
         import torch
+        from torch.nn.parallel import DistributedDataParallel
         from deblurstack import TrainerRecord, hookimpl
         from deblurstack.engine.loop import LoopOptions, TrainingLoop
         from deblurstack.engine.training import LossStep, TrainingJob
@@ -229,8 +230,10 @@ def deblurstack_trainers() -> Sequence[TrainerRecord]:
 
             def fit(self, job: TrainingJob) -> None:
                 optimizer = torch.optim.Adam(job.stack.parameters(), lr=self.lr)
-                loss_of = LossStep(job.stack)
                 with TrainingLoop(job, self, state={"optimizer": optimizer}) as loop:
+                    loss_of = LossStep(job.stack)
+                    if job.distributed.enabled:  # under torchrun: the ranks' gradients are averaged
+                        loss_of = DistributedDataParallel(loss_of)
                     for batch in loop.batches(job.dataset("train"), self.batch_size):
                         total, terms = loss_of(batch)
                         loop.check_finite(total, terms)

@@ -497,7 +497,8 @@ def test_evaluation_without_weights_is_an_error_and_config_weights_are_used(tmp_
 
 def test_the_trainer_example_of_the_hook_specs_trains_and_resumes_exactly(tmp_path, pairs, installed):
     """The example of ``deblurstack_trainers``, installed as a third-party package: a trainer built on
-    TrainingLoop gets checkpoints, validation, metrics and an exact resume without a loop of its own."""
+    TrainingLoop gets checkpoints, validation, metrics and an exact resume without a loop of its own, and under
+    torchrun two ranks of half the batch train what one process does."""
     from deblurstack import hookspecs
 
     example = hookspecs.deblurstack_trainers.__doc__.split("Example::\n")[1]
@@ -505,6 +506,7 @@ def test_the_trainer_example_of_the_hook_specs_trains_and_resumes_exactly(tmp_pa
     config = write_config(tmp_path / "plain.yaml", pairs, keep_last=5)
     data = yaml.safe_load(config.read_text())
     data["train"] = {"type": "plain", "iterations": 4, "save_every": 2, "keep_last": 5, "batch_size": 2}
+    data["stack"]["backbone"]["norm"] = "none"  # batch norm statistics differ across per-process batches
     config.write_text(yaml.safe_dump(data))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "deblurstack", "train", str(config)]
@@ -526,6 +528,11 @@ def test_the_trainer_example_of_the_hook_specs_trains_and_resumes_exactly(tmp_pa
     first = load_training_state(whole / "checkpoints" / "step_00000004.pth")
     again = load_training_state(tmp_path / "cut" / "tiny" / "checkpoints" / "step_00000004.pth")
     assert not unequal_tensors(first, again)
+    ranks = train_process(config, tmp_path / "ranks", "train.batch_size=1", processes=2, site=site)
+    assert ranks.returncode == 0, ranks.stderr
+    two = load_training_state(tmp_path / "ranks" / "tiny" / "checkpoints" / "step_00000004.pth")
+    for key, value in first["params"].items():
+        assert torch.allclose(value, two["params"][key], rtol=1e-4, atol=1e-6), key
 
 
 def _bad_images(folder: Path) -> dict[str, bytes]:
