@@ -7,10 +7,9 @@ execution to unpickle is refused. Writes go to a temporary file in the same fold
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from deblurstack.data import atomic_file
 from deblurstack.errors import CheckpointError
 
 #: keys under which BasicSR-style (NAFNet, Restormer: ``params``/``params_ema``), MIMO-UNet
@@ -29,12 +29,16 @@ _SHOWN = 3
 def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
     """The mapping stored in ``path``, loaded with ``weights_only=True`` (no code runs)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file (a run's are in <run>/checkpoints/)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if found is None and not zipfile.is_zipfile(path):  # a text file, say: not a pickle that was refused
+            raise CheckpointError(f"{path}: not a torch checkpoint (neither torch's zip format nor a pickle)") from None
         holds = f"a {found.group(1)} object" if found else "Python objects"
         raise CheckpointError(
             f"{path}: refused: the file holds {holds} besides tensors, and deblurstack only reads weights and never "
@@ -128,19 +132,9 @@ def load_stack_weights(stack: nn.Module, path: str | Path, weights: str = "auto"
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """``torch.save`` to ``path`` atomically (see :func:`deblurstack.data.atomic_file`)."""
+    with atomic_file(path) as file:
+        torch.save(obj, file)
 
 
 def _some(items: list[str]) -> str:

@@ -7,6 +7,7 @@ Usage and configuration errors print one line per problem on stderr and exit wit
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import shlex
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from deblurstack.engine.commands import COMMANDS, is_override
-from deblurstack.errors import DeblurstackError, PluginError, PluginWarning, did_you_mean
+from deblurstack.errors import ConfigError, DeblurstackError, PluginError, PluginWarning, did_you_mean
 from deblurstack.records import KINDS
 
 USAGE_ERROR = 2
@@ -94,8 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_plugin_warning(previous_showwarning)
     try:
         if getattr(args, "block", None):
-            from deblurstack.registry import create_plugin_manager, set_plugin_manager
+            from deblurstack.registry import ENTRY_POINT_GROUP, create_plugin_manager, set_plugin_manager
 
+            installed = sorted({entry.name for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
+            for name in args.block:  # a misspelt name would block nothing, silently
+                if name not in installed:
+                    raise ConfigError(
+                        f"--block {name}: no installed plugin of that name{did_you_mean(name, installed)} "
+                        f"(plugins: {', '.join(installed)})"
+                    )
             set_plugin_manager(create_plugin_manager(blocked=args.block))
         return args.handler(args) or 0
     except DeblurstackError as error:

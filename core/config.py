@@ -81,7 +81,10 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), variant: str | 
             # the value stays unresolved so that ${...} refers to the whole configuration.
             parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={value}"]), resolve=False)["value"]
         except (yaml.YAMLError, OmegaConfBaseException) as error:
-            raise ConfigError(f"override {override!r}: {_first_line(error)}") from None
+            problem = getattr(error, "problem", None)  # a YAML error's own words, not its context's
+            raise ConfigError(
+                f"override {override!r}: " + (f"invalid YAML value: {problem}" if problem else _first_line(error))
+            ) from None
         _set(merged, key.strip(), parsed, f"override {override!r}", path)
     if variant is not None:  # after the overrides: a study renamed per seed still names each variant's run
         merged["name"] = f"{merged.get('name') or path.stem}-{variant}"

@@ -9,13 +9,14 @@ and float maps ``1 x H x W``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 import cv2
 import numpy as np
@@ -108,17 +109,36 @@ def write_image(path: str | Path, image: np.ndarray, bit_depth: Literal[8, 16] =
     write_bytes_atomic(path, encoded.tobytes())
 
 
-def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename it into place."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` whole or not at all: written beside it, synced, renamed into place
+    on success and removed on failure. It gets the permissions a plain ``open`` would (0666 less the umask), not
+    the owner-only ones of the temporary file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            file.write(payload)
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as file:
+        file.write(payload)
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -378,6 +398,7 @@ __all__ = [
     "Pair",
     "PairedImageDataset",
     "TrainingSampler",
+    "atomic_file",
     "dihedral",
     "list_images",
     "pair_by_name",

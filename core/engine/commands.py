@@ -53,6 +53,7 @@ def train(
     from deblurstack.engine import distributed
     from deblurstack.engine.training import prepare_training
 
+    _folder_to_write(runs_dir, "--runs-dir")
     job, trainer = prepare_training(config, overrides, runs_dir, resume, device, command_line, variant)
     try:
         trainer.fit(job)
@@ -115,6 +116,7 @@ def test(
     from deblurstack.engine import distributed
     from deblurstack.engine.evaluation import evaluate, write_report
 
+    _check_tiles(tile, overlap)
     overrides = [*_with_tlc(overrides, tlc), *([f"data.{split}.skip_bad=true"] if skip_bad else [])]
     resolved = resolve_config(config, overrides, variant=variant, splits=[split])
     if split not in resolved.datasets:
@@ -122,7 +124,7 @@ def test(
     metrics = resolved.build_metrics()
     if not metrics:
         raise ConfigError(f"{config}: metrics: none configured; add e.g. metrics: [{{type: psnr}}, {{type: ssim}}]")
-    folder = Path(out) if out else _report_folder(checkpoint, resolved, split)
+    folder = _folder_to_write(out, "--out") if out else _report_folder(checkpoint, resolved, split)
     if (folder / "summary.md").exists():
         raise ConfigError(f"--out {folder}: already holds a report; choose another folder (reports are never replaced)")
     place = distributed.setup(device)
@@ -209,6 +211,7 @@ def ablation(
     """
     from deblurstack.engine.studies import run_ablation
 
+    _folder_to_write(runs_dir, "--runs-dir")
     return run_ablation(
         config,
         overrides,
@@ -347,17 +350,22 @@ def run(
     aux_from: str = "test",
     skip_bad: bool = False,
     save_translated: bool = False,
+    overwrite: bool = False,
     device: str = "auto",
     variant: str | None = None,
 ) -> tuple[list[Path], list[str]]:
     """Deblur image files, folders or glob patterns into ``out``; returns the files written and the problems of
     the files skipped (``skip_bad``). The priors' inputs (SAM masks, say) come from the mask sources of the data
-    split ``aux_from``."""
+    split ``aux_from``. Files already in ``out`` are replaced only with ``overwrite``, and an input never is."""
     from deblurstack.compose import resolve_config
     from deblurstack.engine.distributed import resolve_device
     from deblurstack.engine.inference import expand_inputs, run_on_files
 
+    _check_tiles(tile, overlap)
     resolved = resolve_config(config, _with_tlc(overrides, tlc), variant=variant, splits=[aux_from])
+    files = expand_inputs(inputs)
+    out = _folder_to_write(out, "--out")
+    _check_outputs(files, out, overwrite, save_translated)
     needed = {name: node for node in resolved.priors for name in node.record.requires}
     sources = {}
     if needed:
@@ -379,9 +387,8 @@ def run(
     _load_weights(stack, resolved, config, checkpoint, weights)
     if save_translated and stack.translator is None:
         raise ConfigError(f"{config}: --save-translated: the stack has no translator (stack.translator)")
-    files = expand_inputs(inputs)
     return run_on_files(
-        stack.to(place), files, Path(out), place, tile, overlap, sources, skip_bad, save_translated=save_translated
+        stack.to(place), files, out, place, tile, overlap, sources, skip_bad, save_translated=save_translated
     )
 
 
@@ -403,6 +410,7 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument(
         "--save-translated", action="store_true", help="also write the translator's images to <out>/translated"
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace files already in --out (never an input)")
     _weights_arguments(parser)
     parser.set_defaults(overrides=[])
 
@@ -419,6 +427,7 @@ def run_command(parser: argparse.ArgumentParser) -> Handler:
             aux_from=args.aux_from,
             skip_bad=args.skip_bad,
             save_translated=args.save_translated,
+            overwrite=args.overwrite,
             device=args.device,
             variant=args.variant,
         )
@@ -440,12 +449,20 @@ def export(
     checkpoint: str | Path | None = None,
     weights: Weights = "auto",
     variant: str | None = None,
+    overwrite: bool = False,
 ) -> str:
-    """Export the stack to ONNX, checked with onnxruntime; returns a one-line account of the export."""
+    """Export the stack to ONNX, checked with onnxruntime; returns a one-line account of the export. An existing
+    ``out`` is replaced only with ``overwrite``."""
     from deblurstack.checkpoint import load_stack_weights
     from deblurstack.compose import resolve_config
     from deblurstack.engine.export import CHECK_SIZE, export_onnx
 
+    if Path(out).suffix.lower() != ".onnx":
+        raise ConfigError(f"{out}: an ONNX file's name ends in .onnx")
+    if Path(out).is_dir():
+        raise ConfigError(f"{out}: a folder, not a file name")
+    if Path(out).exists() and not overwrite:
+        raise ConfigError(f"{out}: already exists; pass --overwrite to replace it, or choose another name")
     resolved = resolve_config(config, overrides, variant=variant, splits=[])
     for node in resolved.priors:
         if node.record.requires:
@@ -470,6 +487,7 @@ def export_command(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("--checkpoint", help="weights to export (default: random, for a trial export)")
     parser.add_argument("--weights", choices=("auto", "ema", "model"), default="auto")
     parser.add_argument("--variant", help="apply one of the file's variants first")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
 
     def handle(args: argparse.Namespace) -> None:
         print(
@@ -480,6 +498,7 @@ def export_command(parser: argparse.ArgumentParser) -> Handler:
                 checkpoint=args.checkpoint,
                 weights=args.weights,
                 variant=args.variant,
+                overwrite=args.overwrite,
             )
         )
 
@@ -504,6 +523,10 @@ def synth(
     from deblurstack.compose import node_provides, resolve_node
     from deblurstack.engine.prepare import synthesize
 
+    out = _folder_to_write(out, "out")
+    held = [folder for folder in ("input", "target") if (out / folder).is_dir() and any((out / folder).iterdir())]
+    if held:  # new pairs among old ones would mix two datasets (and replace pairs of the same names)
+        raise ConfigError(f"{out}: already holds a dataset ({held[0]}/ is not empty); choose another folder")
     resolved = resolve_node("synthesizer", {"type": synthesizer, **(params or {})}, "--type / --set")
     frames = resolved.record.frames
     frames = resolved.params[frames] if isinstance(frames, str) else frames
@@ -524,9 +547,9 @@ def synth_command(parser: argparse.ArgumentParser) -> Handler:
         metavar="KEY=VALUE",
         help="synthesizer parameter (repeatable), e.g. --set max_length=25",
     )
-    parser.add_argument("--per-image", type=int, default=1, help="pairs made from each source image")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-side", type=int, help="downscale larger images to this longer side first")
+    parser.add_argument("--per-image", type=_at_least(1), default=1, help="pairs made from each source image")
+    parser.add_argument("--seed", type=_at_least(0), default=0)
+    parser.add_argument("--max-side", type=_at_least(1), help="downscale larger images to this longer side first")
 
     def handle(args: argparse.Namespace) -> None:
         names = synth(
@@ -587,14 +610,15 @@ def crop(sources: Sequence[str | Path], out: str | Path, *, size: int = 512, str
     """Cut each folder into overlapping crops under ``<out>/<folder name>``; returns the crops per folder."""
     from deblurstack.engine.prepare import crop_folder
 
+    _folder_to_write(out, "--out")
     return {str(source): crop_folder(source, Path(out) / Path(source).name, size, stride) for source in sources}
 
 
 def crop_command(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("sources", nargs="+", help="folders to cut; each goes to <out>/<folder name>")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--stride", type=int, default=256)
+    parser.add_argument("--size", type=_at_least(1), default=512)
+    parser.add_argument("--stride", type=_at_least(1), default=256)
 
     def handle(args: argparse.Namespace) -> None:
         for source, count in crop(args.sources, args.out, size=args.size, stride=args.stride).items():
@@ -621,7 +645,8 @@ def quickstart(
     from deblurstack.params import Parameter
 
     config = EXAMPLES / "quickstart.yaml"
-    data = Path(data)
+    data = _folder_to_write(data, "--data")
+    _folder_to_write(runs_dir, "--runs-dir")
     overrides = [f"vars.data={data}", *overrides]
     recipe = load_config(config, overrides).data["vars"]  # not resolved: the data folders do not exist yet
     recipe, problem, location = Parameter("vars", QuickstartRecipe).check(recipe)
@@ -709,11 +734,13 @@ def _weights_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="EMA weights (params_ema) or the trained ones (params); auto: EMA when saved",
     )
-    parser.add_argument("--tile", type=int, help="run in overlapping tiles of this size (bounded memory)")
-    parser.add_argument("--overlap", type=int, default=TILE_OVERLAP, help=f"tile overlap in pixels ({TILE_OVERLAP})")
+    parser.add_argument("--tile", type=_at_least(1), help="run in overlapping tiles of this size (bounded memory)")
+    parser.add_argument(
+        "--overlap", type=_at_least(0), default=TILE_OVERLAP, help=f"tile overlap in pixels ({TILE_OVERLAP})"
+    )
     parser.add_argument(
         "--tlc",
-        type=int,
+        type=_at_least(1),
         metavar="TRAIN_SIZE",
         help="test-time local converter for a model trained on patches of this size (NAFNetLocal: 256); "
         "the same as the override stack.backbone.tlc.train_size=TRAIN_SIZE",
@@ -757,6 +784,59 @@ def _parse_settings(settings: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {setting!r}: expected key=value")
         parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
     return parsed
+
+
+def _folder_to_write(path: str | Path, option: str) -> Path:
+    """``path`` as a folder to write into: one that is a file is refused before anything runs."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: a file, not a folder")
+    return path
+
+
+def _check_outputs(inputs: Sequence[Path], out: Path, overwrite: bool, translated: bool) -> None:
+    """Refuse, before any work, a run that would write one file twice, replace an input, or (without
+    ``overwrite``) replace what ``out`` already holds."""
+    from deblurstack.engine.inference import output_name
+
+    planned: dict[Path, Path] = {}
+    for source in inputs:
+        for target in (out / output_name(source), *([out / "translated" / output_name(source)] if translated else [])):
+            if target in planned:
+                raise ConfigError(f"--out {out}: {planned[target]} and {source} would both be written to {target}")
+            planned[target] = source
+    sources = {source.resolve() for source in inputs}
+    replaced = [target for target in planned if target.resolve() in sources]
+    if replaced:
+        raise ConfigError(f"--out {out}: would replace the input {replaced[0]}; choose another folder")
+    existing = [target for target in planned if target.exists()]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise ConfigError(
+            f"--out {out}: {existing[0]}{more} already exist(s); pass --overwrite to replace them, or choose "
+            "another folder"
+        )
+
+
+def _check_tiles(tile: int | None, overlap: int) -> None:
+    """The tiling :func:`~deblurstack.engine.inference.predict` can do, refused as options before any work."""
+    if tile is not None and not 0 <= overlap < tile / 2:
+        raise ConfigError(f"--tile {tile} --overlap {overlap}: the overlap must be at least 0 and under half the tile")
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def _report_folder(checkpoint: str | Path | None, resolved: ResolvedConfig, split: str) -> Path:

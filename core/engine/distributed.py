@@ -35,9 +35,18 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        place = torch.device(device)
     except RuntimeError:
         raise ConfigError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    if place.type == "cuda":
+        count = torch.cuda.device_count()  # 0 without a driver or with a CPU-only torch
+        if count == 0 or (place.index or 0) >= count:
+            raise ConfigError(
+                f"--device {device!r}: "
+                + (f"this machine has {count} CUDA device(s)" if count else "no CUDA device is available here")
+                + f" (torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'})"
+            )
+    return place
 
 
 def setup(device: str = "auto") -> Distributed:

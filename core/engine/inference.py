@@ -104,6 +104,13 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return found
 
 
+def output_name(path: Path, bits: int = 8) -> str:
+    """The name the output of ``path`` is written under: its own, lower-case suffix; a 16-bit image whose format
+    holds only 8 bits becomes a PNG."""
+    suffix = path.suffix.lower()
+    return f"{path.stem}{suffix if bits == 8 or suffix in ('.png', '.tif', '.tiff') else '.png'}"
+
+
 def run_on_files(
     stack: nn.Module,
     paths: Iterable[Path],
@@ -142,8 +149,7 @@ def run_on_files(
             result = predict(model, tensor, aux, tile=tile, overlap=overlap)
             output, translated = result if save_translated else (result, None)
             output = output.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-            suffix = path.suffix.lower() if bits == 8 or path.suffix.lower() in (".png", ".tif", ".tiff") else ".png"
-            target = out_dir / f"{path.stem}{suffix}"
+            target = out_dir / output_name(path, bits)
             write_image(target, output, bit_depth=bits)
             written.append(target)
             if translated is not None:
@@ -152,4 +158,4 @@ def run_on_files(
     return written, skipped
 
 
-__all__ = ["TILE_OVERLAP", "expand_inputs", "predict", "run_on_files", "with_translated"]
+__all__ = ["TILE_OVERLAP", "expand_inputs", "output_name", "predict", "run_on_files", "with_translated"]

@@ -153,7 +153,7 @@ class Study:
     @classmethod
     def load(cls, folder: Path) -> Study:
         """The study an ablation wrote to ``folder`` (results.json and per_image.csv)."""
-        document = json.loads((folder / "results.json").read_text())
+        document = _read_json(folder / "results.json")
         scores = [
             Score(r["variant"], _seed_value(r["seed"]), r["split"], r["metric"], _float(r["value"]))
             for r in document["results"]
@@ -532,7 +532,7 @@ def run_ablation(
         resolve_device(slot)  # a bad name is refused before anything trains
     title, folder, names, seed_list, split_list, plan = _plan(config, overrides, variants, seeds, splits, runs_dir)
     manifest_path = folder / "runs.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = _read_json(manifest_path) if manifest_path.exists() else {}
     metrics = plan[0][2].build_metrics()
     from deblurstack.engine.evaluation import protocols
 
@@ -946,7 +946,7 @@ def load_study(path: str | Path) -> Study:
     if found:
         described = []
         for folder in found:
-            source = json.loads((folder / "results.json").read_text()).get("source") or "?"
+            source = _read_json(folder / "results.json").get("source") or "?"
             described.append(f"{folder.name} (config {source})")
         raise ConfigError(
             f"{path}: holds the results of {len(found)} ablations of different configs: {'; '.join(described)}; "
@@ -1010,6 +1010,14 @@ def _text(value: Any) -> str:
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else str(value)
     return "" if value is None else str(value)
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file the studies wrote; a damaged one is a one-line error naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not readable JSON ({error}); the file is damaged") from None
 
 
 def _float(value: Any) -> float:

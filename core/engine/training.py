@@ -16,10 +16,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from deblurstack.checkpoint import load_state
 from deblurstack.compose import ResolvedConfig, resolve_config
 from deblurstack.data import TrainingSampler
 from deblurstack.engine import distributed as dist_utils
-from deblurstack.engine.checkpoints import Checkpoints, seed_global_generators
+from deblurstack.engine.checkpoints import Checkpoints, load_training_state, seed_global_generators
 from deblurstack.engine.distributed import Distributed
 from deblurstack.engine.evaluation import NamedMetric
 from deblurstack.engine.runs import RunFolder, run_folder_of
@@ -143,6 +144,8 @@ def prepare_training(
     elif resume is not None:
         resume_from = Path(resume)
         directory = run_folder_of(resume_from) or Path(runs_dir) / name
+    if resume_from is not None:  # one that cannot resume this stack is refused before the run folder records it
+        load_state(stack, load_training_state(resume_from)["params"], source=f"{resume_from} [params]")
     if distributed.is_main:
         run = RunFolder.create(runs_dir, name, resolved.data, plugins, directory=directory, command=command)
         directory = run.directory
