@@ -8,6 +8,7 @@ import pickle
 import shutil
 from typing import Annotated
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -297,12 +298,19 @@ def test_a_mixture_with_local_blur_provides_a_blur_mask_for_every_pair(tmp_path,
     assert "needs input 'blur_mask'" in capsys.readouterr().err
 
 
-def test_the_extra_bundled_photos_are_there_to_choose_and_motorcycle_is_in_colour():
-    # clock..text are grayscale repeated to RGB; motorcycle is the left view of scikit-image's stereo pair
-    extra = embedded_photos(64, ["clock", "motorcycle"])
+def test_the_extra_bundled_photos_are_there_to_choose_and_motorcycle_and_grace_hopper_are_in_colour():
+    # clock..text are grayscale repeated to RGB; motorcycle is the left view of scikit-image's stereo pair;
+    # grace_hopper is matplotlib's sample photo (600 x 512)
+    extra = embedded_photos(64, ["clock", "motorcycle", "grace_hopper"])
     assert extra["clock"].shape[-1] == 3 and np.array_equal(extra["clock"][..., 0], extra["clock"][..., 2])
     assert extra["motorcycle"].shape == (43, 64, 3) and not np.allclose(
         extra["motorcycle"][..., 0], extra["motorcycle"][..., 2]
     )
+    assert extra["grace_hopper"].shape == (64, 55, 3)
+    from matplotlib import cbook
+
+    stored = cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))[..., ::-1]  # BGR to RGB
+    read = embedded_photos(None, ["grace_hopper"])["grace_hopper"]  # JPEG decoders may differ by a level
+    assert read.shape == stored.shape and np.abs(read - stored.astype(np.float32) / 255).max() <= 2 / 255
     pairs = dataset(photos=["motorcycle", "text"])
     assert len(pairs) == 2 * pairs.pairs_per_image and pairs[0]["target"].shape == (3, 43, 64)

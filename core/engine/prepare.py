@@ -34,9 +34,9 @@ EMBEDDED_PHOTOS = (
     "retina",
     "rocket",
 )
-#: more real photographs scikit-image ships (five grayscale, the colour motorcycle), outside the default set so that
-#: data made from it stay as they were; the quickstart trains on them too
-EXTRA_PHOTOS = ("clock", "coins", "moon", "page", "text", "motorcycle")
+#: more real photographs scikit-image ships (five grayscale, the colour motorcycle) and the colour portrait
+#: matplotlib ships (its sample data), outside the default set so that data made from it stay as they were
+EXTRA_PHOTOS = ("clock", "coins", "moon", "page", "text", "motorcycle", "grace_hopper")
 EMBEDDED = "skimage"
 
 
@@ -73,13 +73,20 @@ class QuickstartRecipe(TypedDict):
 
 
 def embedded_photos(max_side: int | None = 512, names: Sequence[str] = EMBEDDED_PHOTOS) -> dict[str, np.ndarray]:
-    """scikit-image's photos as RGB float32 in [0, 1] (grayscale ones repeated to three channels)."""
+    """The bundled photos as RGB float32 in [0, 1] (grayscale ones repeated to three channels)."""
     from skimage import data
 
     photos = {}
     for name in names:
-        # motorcycle: the left view of scikit-image's stereo pair (the right one is nearly the same photo)
-        image = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+        if name == "grace_hopper":
+            from matplotlib import cbook
+            from skimage import io
+
+            image = io.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+        elif name == "motorcycle":  # the left view of scikit-image's stereo pair (the right one is nearly the same)
+            image = data.stereo_motorcycle()[0]
+        else:
+            image = getattr(data, name)()
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)
         photos[name] = limit_side(image[..., :3].astype(np.float32) / 255.0, max_side)

@@ -80,7 +80,7 @@ class Synthesized(PairedImageDataset):
 
     Args:
         sharp_dir: folder of sharp images (not recursive), or ``skimage`` for the photos scikit-image ships
-            (no download; choose them with ``photos``).
+            and matplotlib's portrait ``grace_hopper`` (no download; choose them with ``photos``).
         synthesizer: a synthesizer node of one frame, e.g. ``{type: motion_blur, max_length: 12.0}``,
             checked like any node (each problem names its key).
         photos: which bundled photos, with ``sharp_dir: skimage`` only (default: the 11 of ``EMBEDDED_PHOTOS``;
