@@ -16,6 +16,7 @@ from deblurstack.checkpoint import read_checkpoint, save_atomic
 from deblurstack.cli import main
 from deblurstack.data import write_bytes_atomic, write_image
 from deblurstack.errors import CheckpointError
+from deblurstack.registry import get_plugin_manager, set_plugin_manager
 
 
 def error_lines(capsys) -> list[str]:
@@ -106,7 +107,11 @@ def test_blocking_a_plugin_that_is_not_installed_is_refused(capsys):
     lines = error_lines(capsys)
     assert len(lines) == 1
     assert lines[0].startswith("deblurstack: error: --block nafnett: no installed plugin of that name; did you mean")
-    assert main(["plugins", "list", "--block", "nafnet"]) == 0
+    manager = get_plugin_manager()
+    try:
+        assert main(["plugins", "list", "--block", "nafnet"]) == 0
+    finally:
+        set_plugin_manager(manager)  # --block replaced the process-wide manager by one without nafnet
 
 
 @pytest.fixture(scope="module")
