@@ -110,18 +110,19 @@ def write_image(path: str | Path, image: np.ndarray, bit_depth: Literal[8, 16] =
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
-    """A binary file that appears at ``path`` whole or not at all: written beside it, synced, renamed into place
-    on success and removed on failure. It gets the permissions a plain ``open`` would (0666 less the umask), not
-    the owner-only ones of the temporary file."""
+def atomic_file(path: str | Path, sync: bool = True) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` whole or not at all: written beside it, renamed into place on success
+    and removed on failure; ``sync`` also flushes it to the disk first (against a power cut, not only a kill). It
+    gets the permissions a plain ``open`` would (0666 less the umask), not the owner-only ones of mkstemp."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
             yield file
-            file.flush()
-            os.fsync(file.fileno())
+            if sync:
+                file.flush()
+                os.fsync(file.fileno())
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
@@ -136,8 +137,9 @@ def _umask() -> int:
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` atomically (see :func:`atomic_file`)."""
-    with atomic_file(path) as file:
+    """Write ``payload`` to ``path`` atomically (see :func:`atomic_file`), unsynced: images and reports come by the
+    thousand (synth, run) and are made again in seconds, where a lost checkpoint costs a run."""
+    with atomic_file(path, sync=False) as file:
         file.write(payload)
 
 
