@@ -320,11 +320,9 @@ class _Resolver:
         self.trainer: Any = None  # built by built_trainer, once
         self.trainer_tried = False
         self.problems: list[str] = []
-        self.located: list[str] = []  # the key path of each problem
 
     def problem(self, keypath: str, message: str) -> None:
         self.problems.append(self.config.error(keypath, message))
-        self.located.append(keypath)
 
     def resolve(self) -> ResolvedConfig:
         data = self.config.data
@@ -626,8 +624,11 @@ class _Resolver:
         """A trainer that minimises the stack's losses needs one; and what the trainer's ``check_config`` finds."""
         trainer = resolved.trainer
         minimises_stack_losses = trainer is not None and trainer.record.trains_stack_losses
-        losses_refused = any(k in ("stack", "stack.losses") or k.startswith("stack.losses[") for k in self.located)
-        if minimises_stack_losses and not resolved.trains_own_network and not resolved.losses and not losses_refused:
+        stack = self.config.data.get("stack")
+        # only losses left out (or []): where some were written but refused, or the stack is malformed, the problem
+        # reported there is the one mistake
+        unwritten = isinstance(stack, Mapping) and stack.get("losses") in (None, [])
+        if minimises_stack_losses and not resolved.trains_own_network and not resolved.losses and unwritten:
             self.problem(
                 "stack.losses",
                 f"is empty, but trainer {trainer.type!r} minimises the stack's losses: add one, e.g. [{{type: l1}}]",
