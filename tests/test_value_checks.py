@@ -18,6 +18,7 @@ from typing_extensions import NotRequired, TypedDict
 from deblurstack import BackboneRecord, LossRecord, hookimpl
 from deblurstack.cli import main
 from deblurstack.params import Parameter, read_signature
+from tests.test_conformance import TakesWeight
 
 #: stands for the test's data folder in the nodes below (a real folder, made by ``data_root``)
 ROOT = "<root>"
@@ -490,21 +491,10 @@ def test_a_third_party_backbone_declares_its_constraint_once(tmp_path, data_root
     assert code == 0 and lines == [] and "width: 1" in out
 
 
-class WeightedL1(nn.Module):
-    """An L1 loss of another package whose factor is a parameter named like the reserved ``weight`` option."""
-
-    def __init__(self, weight: float = 1.0) -> None:
-        super().__init__()
-        self.weight = weight
-
-    def forward(self, prediction, target):
-        return self.weight * (prediction - target).abs().mean()
-
-
 class ShadowingPlugin:
     @hookimpl
     def deblurstack_losses(self):
-        return [LossRecord(name="weighted_l1", factory=WeightedL1, summary="An L1 loss with its own weight")]
+        return [LossRecord(name="weighted_l1", factory=TakesWeight, summary="An L1 loss with its own weight")]
 
 
 def test_a_factory_parameter_named_like_a_reserved_option_is_refused_naming_the_plugin(
