@@ -20,7 +20,7 @@ from deblurstack.cli import main
 from deblurstack.compose import resolve_node
 from deblurstack.data import ImageError, read_image, to_tensor, write_image
 from deblurstack.engine.checkpoints import load_training_state
-from deblurstack.engine.prepare import EMBEDDED, embedded_photos, synthesize
+from deblurstack.engine.prepare import EMBEDDED, dead_leaves, embedded_photos, limit_side, synthesize
 
 BLUR = {"type": "motion_blur", "kernel_size": 9, "max_length": 6.0}
 PHOTOS = ["astronaut", "rocket"]
@@ -314,3 +314,19 @@ def test_the_extra_bundled_photos_are_there_to_choose_and_motorcycle_and_grace_h
     assert read.shape == stored.shape and np.abs(read - stored.astype(np.float32) / 255).max() <= 2 / 255
     pairs = dataset(photos=["motorcycle", "text"])
     assert len(pairs) == 2 * pairs.pairs_per_image and pairs[0]["target"].shape == (3, 43, 64)
+
+
+def test_dead_leaves_images_are_occluding_discs_of_every_scale_the_same_for_the_same_index():
+    image = dead_leaves(3, 320)
+    assert image.shape == (320, 320, 3) and image.dtype == np.float32 and 0 <= image.min() < image.max() <= 1
+    assert np.array_equal(dead_leaves(3, 320), image) and not np.allclose(dead_leaves(4, 320), image)
+    levels, counts = np.unique((image * 255).round().astype(np.uint8).reshape(-1, 3), axis=0, return_counts=True)
+    # flat discs from a few pixels to a large share of the image, their edges blended by the area downscale
+    assert (counts >= 20).sum() > 300 and counts.max() > 0.02 * counts.sum() and len(levels) > 3000
+    # a bundled photo by name: 512 px square, shrunk like the photos; usable wherever bundled photos are
+    assert np.array_equal(embedded_photos(64, ["dead_leaves_3"])["dead_leaves_3"], limit_side(dead_leaves(3), 64))
+    pairs = dataset(photos=["dead_leaves_0", "astronaut"])
+    assert pairs[0]["target"].shape == (3, 64, 64)
+    for name in ("dead_leaves_01", "dead_leaves_x", "leaves_1"):
+        with pytest.raises(ConfigError, match=f"data.train.photos.0: '{name}' is not a bundled photo: one of astro"):
+            dataset(photos=[name])

@@ -25,7 +25,7 @@ from deblurstack import hookimpl, resolve_config
 from deblurstack.cli import main
 from deblurstack.data import read_image, write_image
 from deblurstack.engine.checkpoints import Checkpoints, load_training_state
-from deblurstack.engine.prepare import EMBEDDED, synthesize
+from deblurstack.engine.prepare import EMBEDDED, embedded_photos, synthesize
 from deblurstack.registry import get_plugin_manager
 from tests.processes import deblurstack_process, install_killer, train_process, unequal_tensors
 
@@ -442,10 +442,25 @@ def test_quickstart_data_made_by_another_recipe_is_refused_not_reused(tmp_path, 
     assert f"{data / 'val'}: made by another quickstart recipe" in capsys.readouterr().err
 
 
+def test_quickstart_dead_leaves_images_are_trained_on_but_not_validated_on(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["quickstart", "--data-only", "--data", str(data), *TOY_RECIPE, "vars.dead_leaves=2"]) == 0
+    assert "train also: 2 dead-leaves images" in capsys.readouterr().out
+    train, val = ({p.stem for p in (data / split / "input").iterdir()} for split in ("train", "val"))
+    assert train - val == {"dead_leaves_0", "dead_leaves_1"} and len(val) == 15
+    target = read_image(data / "train" / "target" / "dead_leaves_1.png")
+    assert np.abs(target - embedded_photos(48, ["dead_leaves_1"])["dead_leaves_1"]).max() <= 0.5 / 255
+    # another count is another recipe: its pairs are not taken for these
+    assert main(["quickstart", "--data-only", "--data", str(data), *TOY_RECIPE, "vars.dead_leaves=3"]) == 2
+    assert f"{data / 'train'}: made by another quickstart recipe" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("override", "key", "problem"),
     [
         ("vars.seeds={train: 0, test: 1}", "vars.seeds.val", "field required"),
+        ("vars.dead_leaves=-1", "vars.dead_leaves", "greater than or equal to 0"),
+        ("vars.photos=[chelsea, coffee, dead_leaves_02]", "vars.photos.2", "not a bundled photo"),
         ("vars.pairs_per_photo=0", "vars.pairs_per_photo", "greater than or equal to 1"),
         ("vars.max_side=abc", "vars.max_side", "valid integer"),
         ("vars.test_photos=[]", "vars.test_photos", "at least 1 item"),

@@ -4,9 +4,10 @@ default photos and the quickstart's data made from them, and the GoPro-style pre
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import cv2
 import numpy as np
@@ -38,6 +39,17 @@ EMBEDDED_PHOTOS = (
 #: matplotlib ships (its sample data), outside the default set so that data made from it stay as they were
 EXTRA_PHOTOS = ("clock", "coins", "moon", "page", "text", "motorcycle", "grace_hopper")
 EMBEDDED = "skimage"
+#: synthetic bundled images beside the photos: ``dead_leaves_<k>`` is image k of :func:`dead_leaves`
+DEAD_LEAVES = re.compile(r"dead_leaves_(0|[1-9][0-9]{0,5})")
+
+
+def _photo_name(name: str) -> str:
+    if name not in EMBEDDED_PHOTOS + EXTRA_PHOTOS and not DEAD_LEAVES.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a bundled photo: one of {', '.join(EMBEDDED_PHOTOS + EXTRA_PHOTOS)}, "
+            f"or dead_leaves_<k> (synthetic, k from 0)"
+        )
+    return name
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -48,7 +60,9 @@ def _unique(names: list[str]) -> list[str]:
 
 
 Seed = Annotated[int, Field(ge=0)]
-Photos = Annotated[list[Literal[EMBEDDED_PHOTOS + EXTRA_PHOTOS]], AfterValidator(_unique)]
+#: a bundled photo's name: one of ``EMBEDDED_PHOTOS`` or ``EXTRA_PHOTOS``, or ``dead_leaves_<k>``
+PhotoName = Annotated[str, AfterValidator(_photo_name)]
+Photos = Annotated[list[PhotoName], AfterValidator(_unique)]
 
 
 class QuickstartSeeds(TypedDict):
@@ -67,17 +81,45 @@ class QuickstartRecipe(TypedDict):
     blur: dict[str, Any]  # a synthesizer node
     photos: Annotated[Photos, Field(min_length=2)]
     test_photos: Annotated[Photos, Field(min_length=1)]  # held out of photos
+    # synthetic dead-leaves images (dead_leaves_0 ...) trained on beside the training photos, not validated on
+    dead_leaves: NotRequired[Annotated[int, Field(ge=0, le=1000)]]
     pairs_per_photo: Annotated[int, Field(ge=1)]
     max_side: Annotated[int, Field(ge=16)]
     seeds: QuickstartSeeds
 
 
+def dead_leaves(index: int, size: int = 512, discs: int = 10000) -> np.ndarray:
+    """Image ``index`` of the dead-leaves model, ``size`` x ``size`` RGB float32 in [0, 1].
+
+    Opaque discs fall on one another until hardly any background shows: radii drawn from p(r) ~ r^-3 (scale
+    invariant, as the sizes of objects in photos) between ``size / 160`` and ``3 size / 8``, centres uniform, each
+    disc a random grey level plus a little colour (N(0, 30/255) per channel). Drawn at twice the size and
+    area-downscaled, so edges are anti-aliased as a lens would leave them. The same ``index`` gives the same image.
+    """
+    rng = np.random.default_rng([0xDEAD1EAF, index])
+    scale = 2 * size
+    smallest, largest = scale / 160, 3 * scale / 8
+    # inverse CDF of p(r) ~ r^-3 on [smallest, largest]
+    radii = (smallest**-2 - rng.random(discs) * (smallest**-2 - largest**-2)) ** -0.5
+    centres = rng.integers(0, scale, (discs, 2))
+    colours = np.clip(rng.uniform(0, 255, (discs + 1, 1)) + rng.normal(0, 30, (discs + 1, 3)), 0, 255)
+    canvas = np.empty((scale, scale, 3), np.uint8)
+    canvas[:] = colours[discs]  # what the discs leave uncovered (a corner, at most)
+    for (x, y), radius, colour in zip(centres[::-1], radii[::-1], colours[discs - 1 :: -1], strict=True):
+        cv2.circle(canvas, (int(x), int(y)), int(radius), colour.tolist(), -1)  # the first disc ends on top
+    return cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+
 def embedded_photos(max_side: int | None = 512, names: Sequence[str] = EMBEDDED_PHOTOS) -> dict[str, np.ndarray]:
-    """The bundled photos as RGB float32 in [0, 1] (grayscale ones repeated to three channels)."""
+    """The bundled photos as RGB float32 in [0, 1] (grayscale ones repeated to three channels); a ``dead_leaves_<k>``
+    name gives :func:`dead_leaves` image k, 512 pixels square before ``max_side``."""
     from skimage import data
 
     photos = {}
     for name in names:
+        if match := DEAD_LEAVES.fullmatch(name):
+            photos[name] = limit_side(dead_leaves(int(match[1])), max_side)
+            continue
         if name == "grace_hopper":
             from matplotlib import cbook
             from skimage import io
@@ -136,8 +178,10 @@ def quickstart_data(data: Path, recipe: QuickstartRecipe, blur: ResolvedNode) ->
     Each finished split holds a ``recipe.json`` stamp; a folder without it (another recipe, or a run killed while
     synthesizing) is never reused or overwritten, so nothing trains on pairs the recipe does not describe."""
     training = [name for name in recipe["photos"] if name not in recipe["test_photos"]]
-    # validation (which picks best.pth) draws other pairs of the training photos: no choice is made on the test photos
-    splits = {"train": training, "val": training, "test": list(recipe["test_photos"])}
+    leaves = [f"dead_leaves_{index}" for index in range(recipe.get("dead_leaves", 0))]
+    # validation (which picks best.pth) draws other pairs of the training photos: no choice is made on the test
+    # photos, nor on the synthetic images (what counts is how the model does on photographs)
+    splits = {"train": training + leaves, "val": training, "test": list(recipe["test_photos"])}
     stamps = {
         split: json.dumps(
             {
@@ -253,10 +297,14 @@ def crop_folder(source: str | Path, out: str | Path, size: int = 512, stride: in
 
 
 __all__ = [
+    "DEAD_LEAVES",
     "EMBEDDED",
     "EMBEDDED_PHOTOS",
+    "EXTRA_PHOTOS",
+    "PhotoName",
     "crop_folder",
     "crop_positions",
+    "dead_leaves",
     "embedded_photos",
     "limit_side",
     "synthesize",

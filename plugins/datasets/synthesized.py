@@ -16,7 +16,7 @@ from pydantic import AfterValidator, Field, ValidationInfo
 
 from deblurstack.compose import nested_node, node_provides
 from deblurstack.data import Pair, PairedImageDataset, list_images, read_image
-from deblurstack.engine.prepare import EMBEDDED, EMBEDDED_PHOTOS, EXTRA_PHOTOS, embedded_photos, limit_side
+from deblurstack.engine.prepare import EMBEDDED, EMBEDDED_PHOTOS, PhotoName, embedded_photos, limit_side
 
 #: the rest of a training key after the index: ``(run_seed, epoch)``; empty for an int index
 Key = tuple[int, ...]
@@ -50,8 +50,6 @@ def _synthesizer_node(node: Any) -> dict[str, Any]:
 SharpSource = Annotated[str, AfterValidator(_sharp_source)]
 #: a synthesizer node of one frame (``{type: motion_blur, max_length: 12.0}``)
 SynthesizerNode = Annotated[dict[str, Any], AfterValidator(_synthesizer_node)]
-#: one of the photos scikit-image ships (the default 11 and the extra grayscale ones the quickstart trains on)
-Photo = Literal[EMBEDDED_PHOTOS + EXTRA_PHOTOS]
 #: side of the square random crop (as the other datasets: 8192^2 RGB floats is 800 MB a crop)
 PatchSize = Annotated[int, Field(ge=1, le=8192)]
 #: a longest side or a window side in pixels
@@ -84,7 +82,7 @@ class Synthesized(PairedImageDataset):
         synthesizer: a synthesizer node of one frame, e.g. ``{type: motion_blur, max_length: 12.0}``,
             checked like any node (each problem names its key).
         photos: which bundled photos, with ``sharp_dir: skimage`` only (default: the 11 of ``EMBEDDED_PHOTOS``;
-            ``EXTRA_PHOTOS`` are there to choose).
+            ``EXTRA_PHOTOS`` are there to choose, and the synthetic ``dead_leaves_<k>``).
         max_side: shrink photos whose longer side exceeds this (area interpolation) before synthesis; unset keeps
             their size.
         window: make each pair from a random ``window x window`` crop of the photo (drawn from the pair's
@@ -112,7 +110,7 @@ class Synthesized(PairedImageDataset):
         self,
         sharp_dir: SharpSource,
         synthesizer: SynthesizerNode,
-        photos: Annotated[tuple[Photo, ...], Field(min_length=1)] | None = None,
+        photos: Annotated[tuple[PhotoName, ...], Field(min_length=1)] | None = None,
         max_side: Side | None = None,
         window: Side | None = None,
         pairs_per_image: Annotated[int, Field(ge=1, le=1_000_000)] = 1,
