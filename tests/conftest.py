@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+
+# under pytest-xdist the workers share the cores: a worker and the processes it starts (which inherit the variable)
+# use their share of them, the same number, so a result computed in a child equals the worker's bit for bit
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
