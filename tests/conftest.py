@@ -13,8 +13,8 @@ import torch
 
 # under pytest-xdist the workers share the cores: a worker and the processes it starts (which inherit the variable)
 # use their share of them, the same number, so a result computed in a child equals the worker's bit for bit
-if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+if (workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))) and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,10 @@ PACKAGE = REPO / "examples" / "edge_plugin"
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """pip-install the example package (no dependencies, no build isolation) into its own folder."""
-    target = tmp_path_factory.mktemp("site")
+    """pip-install the example package (no dependencies, no build isolation) into its own folder. pip builds in the
+    folder it installs from: a copy, so parallel test processes never share (nor leave) a build folder."""
+    target, source = tmp_path_factory.mktemp("site"), tmp_path_factory.mktemp("source") / PACKAGE.name
+    shutil.copytree(PACKAGE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run(
         [
             sys.executable,
@@ -30,7 +33,7 @@ def site(tmp_path_factory):
             "--no-index",
             "--target",
             str(target),
-            str(PACKAGE),
+            str(source),
         ],
         check=True,
         capture_output=True,

@@ -318,13 +318,15 @@ def test_the_extra_bundled_photos_are_there_to_choose_and_motorcycle_and_grace_h
 
 def test_dead_leaves_images_are_occluding_discs_of_every_scale_the_same_for_the_same_index():
     image = dead_leaves(3, 320)
-    assert image.shape == (320, 320, 3) and image.dtype == np.float32 and 0 <= image.min() < image.max() <= 1
+    assert image.shape == (320, 320, 3) and image.dtype == np.float32 and image.min() < 0.05 and image.max() > 0.95
     assert np.array_equal(dead_leaves(3, 320), image) and not np.allclose(dead_leaves(4, 320), image)
     levels, counts = np.unique((image * 255).round().astype(np.uint8).reshape(-1, 3), axis=0, return_counts=True)
     # flat discs from a few pixels to a large share of the image, their edges blended by the area downscale
     assert (counts >= 20).sum() > 300 and counts.max() > 0.02 * counts.sum() and len(levels) > 3000
     # a bundled photo by name: 512 px square, shrunk like the photos; usable wherever bundled photos are
     assert np.array_equal(embedded_photos(64, ["dead_leaves_3"])["dead_leaves_3"], limit_side(dead_leaves(3), 64))
+    background = dead_leaves(1, 48, discs=0)  # no disc: one colour everywhere
+    assert (background == background[0, 0]).all() and not (dead_leaves(1, 48) == background[0, 0]).all()
     pairs = dataset(photos=["dead_leaves_0", "astronaut"])
     assert pairs[0]["target"].shape == (3, 64, 64)
     for name in ("dead_leaves_01", "dead_leaves_x", "leaves_1"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import errno
+import json
 import os
 import shutil
 import signal
@@ -450,6 +451,9 @@ def test_quickstart_dead_leaves_images_are_trained_on_but_not_validated_on(tmp_p
     assert train - val == {"dead_leaves_0", "dead_leaves_1"} and len(val) == 15
     target = read_image(data / "train" / "target" / "dead_leaves_1.png")
     assert np.abs(target - embedded_photos(48, ["dead_leaves_1"])["dead_leaves_1"]).max() <= 0.5 / 255
+    stamp = json.loads((data / "train" / "recipe.json").read_text())
+    assert stamp["dead_leaves"] == {"version": 1, "size": 512, "discs": 10000}  # another drawing: another recipe
+    assert "dead_leaves" not in json.loads((data / "val" / "recipe.json").read_text())
     # another count is another recipe: its pairs are not taken for these
     assert main(["quickstart", "--data-only", "--data", str(data), *TOY_RECIPE, "vars.dead_leaves=3"]) == 2
     assert f"{data / 'train'}: made by another quickstart recipe" in capsys.readouterr().err
@@ -460,7 +464,9 @@ def test_quickstart_dead_leaves_images_are_trained_on_but_not_validated_on(tmp_p
     [
         ("vars.seeds={train: 0, test: 1}", "vars.seeds.val", "field required"),
         ("vars.dead_leaves=-1", "vars.dead_leaves", "greater than or equal to 0"),
-        ("vars.photos=[chelsea, coffee, dead_leaves_02]", "vars.photos.2", "not a bundled photo"),
+        # the dead-leaves images come from vars.dead_leaves, never from the photo lists: none is trained and tested on
+        ("vars.test_photos=[dead_leaves_0]", "vars.test_photos.0", "(got 'dead_leaves_0')"),
+        ("vars.photos=[chelsea, coffee, dead_leaves_1]", "vars.photos.2", "(got 'dead_leaves_1')"),
         ("vars.pairs_per_photo=0", "vars.pairs_per_photo", "greater than or equal to 1"),
         ("vars.max_side=abc", "vars.max_side", "valid integer"),
         ("vars.test_photos=[]", "vars.test_photos", "at least 1 item"),
@@ -601,6 +607,24 @@ def test_reports_of_one_checkpoint_never_overwrite_each_other(tmp_path, trained,
     assert {"val", "val_1"} <= {p.name for p in evaluation.iterdir()}
     assert main(["test", str(config), "--checkpoint", str(checkpoint), "--out", str(evaluation / "val")]) == 2
     assert "already holds a report" in capsys.readouterr().err
+
+
+def test_a_resumed_run_reads_its_checkpoint_once(tmp_path, pairs, monkeypatch):
+    config = write_config(tmp_path / "tiny.yaml", pairs, iterations=4, save_every=2, val_every=0, keep_last=2)
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    assert main(["train", str(config), *runs]) == 0
+    checkpoints = tmp_path / "runs" / "tiny" / "checkpoints"
+    (checkpoints / "step_00000004.pth").unlink()  # a run cut after its first checkpoint
+    reads, load = [], torch.load
+
+    def counted(path, *args, **kwargs):  # the real torch.load, counted (a checkpoint may be gigabytes)
+        reads.append(Path(path).name)
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    assert main(["train", str(config), *runs, "--resume"]) == 0
+    assert reads.count("step_00000002.pth") == 1
+    assert load_training_state(checkpoints / "step_00000004.pth")["step"] == 4
 
 
 def test_resuming_with_a_checkpoint_of_another_architecture_is_one_line(tmp_path, pairs, capsys):

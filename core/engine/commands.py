@@ -659,7 +659,7 @@ def quickstart(
         raise ConfigError(f"{config}: vars.photos: every photo is a test photo; nothing is left to train on")
     blur = resolve_node("synthesizer", recipe["blur"], "vars.blur", source=str(config))
     splits = quickstart_data(data, recipe, blur)
-    leaves = len(splits["train"]) - len(splits["val"])
+    leaves = recipe.get("dead_leaves", 0)
     print(
         f"quickstart data: {data} (train and val: {', '.join(splits['val'])}"
         f"{f'; train also: {leaves} dead-leaves images' if leaves else ''}; test: {', '.join(splits['test'])})"

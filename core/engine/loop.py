@@ -148,7 +148,8 @@ class TrainingLoop:
                 run.log(f"removed {partial.name}, left by a checkpoint write that did not finish")
         seed_generators(self.stack, job.seed, job.distributed.rank)
         if job.resume_from is not None:
-            self.resume(job.resume_from)
+            self.resume(job.resume_from, job.resume_state)
+            job.resume_state = None  # the weights and optimizers hold it now: no second copy for the whole run
         if self.options.tensorboard and job.distributed.is_main:
             self.board = _tensorboard(run.directory / "tensorboard")
         job.emit("deblurstack_run_start", run=job.state(self.stack, self.step))
@@ -176,9 +177,10 @@ class TrainingLoop:
         self.job.emit("deblurstack_run_end", run=self.job.state(self.stack, self.step), status=status)
         self.job.run.log(f"run {status} at step {self.step}")
 
-    def resume(self, path: Any) -> None:
-        """Continue from a checkpoint: weights, state objects, step, best score, every random state."""
-        checkpoint = load_training_state(path)
+    def resume(self, path: Any, checkpoint: dict[str, Any] | None = None) -> None:
+        """Continue from a checkpoint: weights, state objects, step, best score, every random state. ``checkpoint``:
+        the contents of ``path`` when already read."""
+        checkpoint = load_training_state(path) if checkpoint is None else checkpoint
         load_state(self.stack, checkpoint["params"], source=f"{path} [params]")
         absent = [name for name in self.state if name not in checkpoint]
         if self.ema is not None and "params_ema" not in checkpoint:

@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import cv2
 import numpy as np
@@ -47,7 +47,7 @@ def _photo_name(name: str) -> str:
     if name not in EMBEDDED_PHOTOS + EXTRA_PHOTOS and not DEAD_LEAVES.fullmatch(name):
         raise ValueError(
             f"{name!r} is not a bundled photo: one of {', '.join(EMBEDDED_PHOTOS + EXTRA_PHOTOS)}, "
-            f"or dead_leaves_<k> (synthetic, k from 0)"
+            f"or dead_leaves_<k> (synthetic, k from 0 to 999999)"
         )
     return name
 
@@ -62,7 +62,11 @@ def _unique(names: list[str]) -> list[str]:
 Seed = Annotated[int, Field(ge=0)]
 #: a bundled photo's name: one of ``EMBEDDED_PHOTOS`` or ``EXTRA_PHOTOS``, or ``dead_leaves_<k>``
 PhotoName = Annotated[str, AfterValidator(_photo_name)]
-Photos = Annotated[list[PhotoName], AfterValidator(_unique)]
+#: the recipe's photographs (its dead-leaves images come from ``dead_leaves``, so none is both trained and tested on)
+Photos = Annotated[list[Literal[EMBEDDED_PHOTOS + EXTRA_PHOTOS]], AfterValidator(_unique)]
+#: what ``dead_leaves`` draws, in the train split's stamp: bump ``version`` when the drawing changes, so data
+#: made by another drawing are not taken for these
+DEAD_LEAVES_MODEL = {"version": 1, "size": 512, "discs": 10000}
 
 
 class QuickstartSeeds(TypedDict):
@@ -88,7 +92,9 @@ class QuickstartRecipe(TypedDict):
     seeds: QuickstartSeeds
 
 
-def dead_leaves(index: int, size: int = 512, discs: int = 10000) -> np.ndarray:
+def dead_leaves(
+    index: int, size: int = DEAD_LEAVES_MODEL["size"], discs: int = DEAD_LEAVES_MODEL["discs"]
+) -> np.ndarray:
     """Image ``index`` of the dead-leaves model, ``size`` x ``size`` RGB float32 in [0, 1].
 
     Opaque discs fall on one another until hardly any background shows: radii drawn from p(r) ~ r^-3 (scale
@@ -105,8 +111,8 @@ def dead_leaves(index: int, size: int = 512, discs: int = 10000) -> np.ndarray:
     colours = np.clip(rng.uniform(0, 255, (discs + 1, 1)) + rng.normal(0, 30, (discs + 1, 3)), 0, 255)
     canvas = np.empty((scale, scale, 3), np.uint8)
     canvas[:] = colours[discs]  # what the discs leave uncovered (a corner, at most)
-    for (x, y), radius, colour in zip(centres[::-1], radii[::-1], colours[discs - 1 :: -1], strict=True):
-        cv2.circle(canvas, (int(x), int(y)), int(radius), colour.tolist(), -1)  # the first disc ends on top
+    for (x, y), radius, colour in zip(centres[::-1], radii[::-1], colours[:discs][::-1], strict=True):
+        cv2.circle(canvas, (int(x), int(y)), max(1, int(radius)), colour.tolist(), -1)  # the first disc ends on top
     return cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
 
@@ -118,7 +124,7 @@ def embedded_photos(max_side: int | None = 512, names: Sequence[str] = EMBEDDED_
     photos = {}
     for name in names:
         if match := DEAD_LEAVES.fullmatch(name):
-            photos[name] = limit_side(dead_leaves(int(match[1])), max_side)
+            photos[name] = limit_side(dead_leaves(int(match[1])), max_side)  # the 512 px of DEAD_LEAVES_MODEL
             continue
         if name == "grace_hopper":
             from matplotlib import cbook
@@ -190,6 +196,8 @@ def quickstart_data(data: Path, recipe: QuickstartRecipe, blur: ResolvedNode) ->
                 "per_image": 1 if split == "val" else recipe["pairs_per_photo"],
                 "max_side": recipe["max_side"],
                 "names": names,
+                # only where they are: stamps of splits without them stay as they were
+                **({"dead_leaves": DEAD_LEAVES_MODEL} if any(DEAD_LEAVES.fullmatch(name) for name in names) else {}),
             },
             sort_keys=True,
             indent=1,
@@ -298,6 +306,7 @@ def crop_folder(source: str | Path, out: str | Path, size: int = 512, stride: in
 
 __all__ = [
     "DEAD_LEAVES",
+    "DEAD_LEAVES_MODEL",
     "EMBEDDED",
     "EMBEDDED_PHOTOS",
     "EXTRA_PHOTOS",

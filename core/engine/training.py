@@ -8,7 +8,7 @@ and metrics on demand, the process's place under torchrun, and where to resume f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,9 @@ class TrainingJob:
     distributed: Distributed
     seed: int = 0
     resume_from: Path | None = None
+    #: the checkpoint at ``resume_from`` as :func:`prepare_training` read it (its params checked against the stack),
+    #: so the loop does not read the file again; the loop drops it once resumed
+    resume_state: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -135,7 +138,7 @@ def prepare_training(
     stack = resolved.build_model().to(distributed.device)
     manager = get_plugin_manager()
     plugins = {info.name: info.distribution for info in manager.plugin_infos()}
-    resume_from, directory = None, None
+    resume_from, resume_state, directory = None, None, None
     if resume == "latest":
         directory = Path(runs_dir) / name
         resume_from = Checkpoints(directory / "checkpoints").latest()
@@ -145,13 +148,14 @@ def prepare_training(
         resume_from = Path(resume)
         directory = run_folder_of(resume_from) or Path(runs_dir) / name
     if resume_from is not None:  # one that cannot resume this stack is refused before the run folder records it
-        load_state(stack, load_training_state(resume_from)["params"], source=f"{resume_from} [params]")
+        resume_state = load_training_state(resume_from)
+        load_state(stack, resume_state["params"], source=f"{resume_from} [params]")
     if distributed.is_main:
         run = RunFolder.create(runs_dir, name, resolved.data, plugins, directory=directory, command=command)
         directory = run.directory
     directory = dist_utils.gather(directory, distributed)[0]  # rank 0 chose the folder; every rank uses it
     run = RunFolder(directory, writable=distributed.is_main)
-    job = TrainingJob(resolved, stack, run, manager, distributed, seed, resume_from)
+    job = TrainingJob(resolved, stack, run, manager, distributed, seed, resume_from, resume_state)
     return job, trainer
 
 
